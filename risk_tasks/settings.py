@@ -1,0 +1,188 @@
+"""Every setting of the risk engine, read once from ``RISK_*`` environment variables.
+
+One frozen, typed object; the defaults run the whole system on one machine. Each field
+documents its unit. Nothing secret has a default: passwords come in through the URLs
+(``RISK_REDIS_URL=redis://:secret@host:6379/2``) or the Flower basic-auth variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Mapping
+
+PREFIX = "RISK_"
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value that cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Configuration of every process (workers, beat, CLI, client).
+
+    Every field is set by ``RISK_<FIELD NAME IN UPPER CASE>``; lists are comma separated.
+    """
+
+    # -- CONNECTIONS --
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    """Celery broker (Redis)."""
+    result_backend: str = "redis://127.0.0.1:6379/1"
+    """Celery result backend (Redis); check_order callers read their decision here."""
+    redis_url: str = "redis://127.0.0.1:6379/2"
+    """Hot state: prices, accounts, positions, trading states, idempotency, journals."""
+    database_url: str = "sqlite:///var/risk.db"
+    """System of record. PostgreSQL in production and tests
+    (``postgresql+psycopg://user@host/db``); a local SQLite file for a first look."""
+    db_pool_size: int = 5
+    """SQLAlchemy pool size per process (PostgreSQL only)."""
+    redis_socket_timeout: float = 5.0
+    """Seconds before a Redis command on the state store gives up."""
+
+    # -- TRADING RULES --
+    operators: tuple[str, ...] = ()
+    """Operators allowed to resume trading (``re_enable_trading``). Empty: nobody."""
+    shards: int = 8
+    """Account shards of the monitor sweep. Changing it needs ``riskctl state rebuild``."""
+    default_imr: str = "0.10"
+    """Initial margin rate of a symbol that does not set one (decimal string)."""
+    default_mmr: str = "0.05"
+    """Maintenance margin rate of a symbol that does not set one (decimal string)."""
+    price_stale_seconds: float = 5.0
+    """A mark price older than this (seconds, by its feed timestamp) is ``no_price``."""
+    rate_limit_per_second: int = 50
+    """Orders checked per account in any sliding window of ``rate_window_seconds``."""
+    rate_window_seconds: float = 1.0
+    """Length of the rate-limit window, seconds."""
+    idempotency_ttl_seconds: int = 90_000
+    """How long a decision is kept for a repeated ``order_id`` (25 h)."""
+    fill_idempotency_ttl_seconds: int = 30 * 86_400
+    """How long a ``fill_id`` is remembered (30 days)."""
+    price_jump_fraction: float = 0.0
+    """A tick further than this relative distance from the last good price is held
+    until a second tick confirms it. 0 disables the check."""
+    price_future_tolerance_seconds: float = 5.0
+    """Price ticks stamped further in the future than this are rejected."""
+
+    # -- MONITOR --
+    monitor_interval_seconds: float = 1.0
+    """Beat period of ``risk.monitor_tick``."""
+    monitor_deadline_seconds: float = 1.0
+    """A tick older than this when it starts is dropped; a sweep still running after it
+    makes the next tick skip."""
+    circuit_breaker_violations: int = 5
+    """Hard violations of one account within the window that put it in REDUCING."""
+    circuit_breaker_window_seconds: float = 60.0
+    """Window of the per-account circuit breaker, seconds."""
+    feed_stale_seconds: float = 10.0
+    """A price feed silent for longer than this puts the platform in REDUCING. 0: off."""
+    alert_dedup_seconds: float = 300.0
+    """Alerts with the same policy and account are sent once per this many seconds."""
+
+    # -- ACTIONS --
+    gateway: str = "paper"
+    """Execution gateway: ``paper`` (fills at mark) or ``http``."""
+    gateway_url: str = ""
+    """Base URL of the HTTP execution gateway."""
+    gateway_timeout_seconds: float = 5.0
+    """Timeout of one HTTP gateway call."""
+    unwind_slice_fraction: float = 1.0
+    """Fraction of each position closed per unwind step (1.0: close at once)."""
+    unwind_pause_seconds: float = 0.0
+    """Pause between unwind slices, seconds."""
+    task_max_retries: int = 5
+    """Retries of an action task (liquidation, unwind, alert) before dead-lettering."""
+    retry_backoff_max_seconds: float = 30.0
+    """Cap of the jittered exponential back-off between retries."""
+    alert_sinks: tuple[str, ...] = ("log", "redis")
+    """Where alerts go: any of ``log``, ``redis`` (pub/sub), ``webhook``."""
+    alert_webhook_url: str = ""
+    """Slack-compatible webhook that receives alerts as JSON POSTs."""
+    visibility_timeout_seconds: int = 300
+    """Seconds after which a message taken by a worker that died is delivered again."""
+    broker_ack_emulation: bool = True
+    """Off only on the pretrade worker: at-most-once delivery, lower latency."""
+
+    # -- OPERATIONS --
+    flower_basic_auth: str = ""
+    """``user:password`` for Flower. Flower refuses to start without it (see riskctl run)."""
+    metrics_port: int = 9808
+    """Port of a worker host's ``/metrics`` and ``/health`` endpoint. 0: off."""
+    metrics_dir: str = ""
+    """Directory of prometheus-client multiprocess files; empty: a per-run temp dir."""
+    report_dir: str = "var/reports"
+    """Where compliance reports are written."""
+    log_json: bool = True
+    """Structured JSON logs (one event per line)."""
+    journal_batch: int = 2000
+    """Records written to the database per drain transaction."""
+
+    extra: Mapping[str, str] = field(default_factory=dict)
+    """Unknown ``RISK_*`` variables, kept to report typos."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        known = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
+        extra: dict[str, str] = {}
+        for key, raw in env.items():
+            if not key.startswith(PREFIX):
+                continue
+            name = key[len(PREFIX):].lower()
+            f = known.get(name)
+            if f is None:
+                extra[key] = raw
+                continue
+            values[name] = _parse(key, raw, f.default)
+        settings = cls(**values, extra=extra)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.shards < 1:
+            raise SettingsError("RISK_SHARDS must be at least 1")
+        if self.rate_limit_per_second < 1:
+            raise SettingsError("RISK_RATE_LIMIT_PER_SECOND must be at least 1")
+        if self.gateway not in ("paper", "http"):
+            raise SettingsError("RISK_GATEWAY must be 'paper' or 'http'")
+        if self.gateway == "http" and not self.gateway_url:
+            raise SettingsError("RISK_GATEWAY=http needs RISK_GATEWAY_URL")
+        unknown_sinks = set(self.alert_sinks) - {"log", "redis", "webhook"}
+        if unknown_sinks:
+            raise SettingsError(f"RISK_ALERT_SINKS has unknown sinks {sorted(unknown_sinks)}")
+        if not 0 < self.unwind_slice_fraction <= 1:
+            raise SettingsError("RISK_UNWIND_SLICE_FRACTION must be in (0, 1]")
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
+
+def _parse(key: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, tuple):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        return raw
+    except ValueError:
+        raise SettingsError(f"{key}={raw!r} is not a valid {type(default).__name__}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings.from_env()

@@ -105,6 +105,8 @@ class Settings:
     """Seconds after which a message taken by a worker that died is delivered again."""
     broker_ack_emulation: bool = True
     """Off only on the pretrade worker: at-most-once delivery, lower latency."""
+    task_events: bool = True
+    """Workers send task events (what Flower shows)."""
 
     # -- OPERATIONS --
     flower_basic_auth: str = ""

@@ -1,0 +1,207 @@
+"""The pre-trade path: validate, read the account in one round trip, decide, commit.
+
+Two Redis round trips per check (one pipelined round trip per batch of checks), no
+PostgreSQL: the decision and its audit record are written to Redis atomically and the
+audit stream is drained to PostgreSQL elsewhere. A decision is stored under its
+``order_id`` for 25 hours, so a client that timed out may retry and get the same answer.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from itertools import count
+from typing import Any, Sequence
+
+import orjson
+
+from risk_tasks.engine.model import Order, Reason, TradingState
+from risk_tasks.engine.pretrade import CheckContext, Decision, PretradeLimits, decide
+from risk_tasks.engine.validation import InvalidInput, validate_order
+from risk_tasks.state import keys
+from risk_tasks.state.codec import day_id, decode_account, decode_mark, decode_positions, decode_slot, pairs
+from risk_tasks.state.store import StateStore
+
+MAX_AUDITED_REQUEST = 4096  # bytes of a malformed request kept in the audit trail
+MAX_BATCH = 1000
+COMMIT_ATTEMPTS = 3
+
+_nonce = count()
+
+
+@dataclass(slots=True)
+class Outcome:
+    """A finished check: the result dict and whether it replays an earlier decision."""
+
+    result: dict[str, Any]
+    replayed: bool = False
+
+
+class PretradeService:
+    def __init__(self, store: StateStore, worker: str | None = None) -> None:
+        self.store = store
+        settings = store.settings
+        self.limits = PretradeLimits(settings.price_stale_seconds, settings.rate_limit_per_second)
+        self.window_ms = str(int(settings.rate_window_seconds * 1000))
+        self.ttl = str(settings.idempotency_ttl_seconds)
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+
+    # -- ONE ORDER --
+
+    def check(self, raw: Any) -> Outcome:
+        started = time.perf_counter_ns()
+        try:
+            order = validate_order(raw)
+        except InvalidInput as exc:
+            return self._invalid(raw, exc, started)
+        for _ in range(COMMIT_ATTEMPTS):
+            reply = self._read(order, self.store.redis)
+            outcome = self._replay_or_decide(order, raw, reply, started)
+            if isinstance(outcome, Outcome):
+                return outcome
+            decision, result, audit = outcome
+            status = self._commit(order, decision, result, audit, reply, self.store.redis)
+            final = self._after_commit(result, status)
+            if final is not None:
+                return final
+        raise RuntimeError("platform or account state kept changing during the check")
+
+    # -- MANY ORDERS, TWO ROUND TRIPS --
+
+    def check_batch(self, raws: Sequence[Any]) -> list[Outcome]:
+        """Decisions for many orders, in their order, with pipelined reads and writes."""
+        started = time.perf_counter_ns()
+        outcomes: list[Outcome | None] = [None] * len(raws)
+        orders: list[tuple[int, Order]] = []
+        for i, raw in enumerate(raws):
+            try:
+                orders.append((i, validate_order(raw)))
+            except InvalidInput as exc:
+                outcomes[i] = self._invalid(raw, exc, started)
+        if orders:
+            pipe = self.store.redis.pipeline(transaction=False)
+            for _, order in orders:
+                self._read(order, pipe)
+            replies = pipe.execute()
+            pending = []
+            pipe = self.store.redis.pipeline(transaction=False)
+            for (i, order), reply in zip(orders, replies):
+                outcome = self._replay_or_decide(order, raws[i], reply, started)
+                if isinstance(outcome, Outcome):
+                    outcomes[i] = outcome
+                    continue
+                decision, result, audit = outcome
+                self._commit(order, decision, result, audit, reply, pipe)
+                pending.append((i, result))
+            for (i, result), status in zip(pending, pipe.execute()):
+                final = self._after_commit(result, status)
+                # A raced approval is decided again on its own (rare).
+                outcomes[i] = final if final is not None else self.check(raws[i])
+        return outcomes  # type: ignore[return-value]
+
+    # -- STEPS --
+
+    def _read(self, order: Order, client: Any) -> Any:
+        return self.store.check_read_script(
+            keys=[keys.idempotency(order.account_id, order.order_id), keys.PLATFORM_STATE,
+                  keys.account(order.account_id), keys.positions(order.account_id),
+                  keys.PRICES, keys.rate_window(order.account_id), keys.CONFIG_VERSION],
+            args=[order.symbol, self.window_ms, f"{self.worker}:{next(_nonce)}",
+                  keys.SHARD_PREFIX],
+            client=client,
+        )
+
+    def _replay_or_decide(self, order: Order, raw: Any, reply: list,
+                          started: int) -> Outcome | tuple[Decision, dict, bytes]:
+        kind = reply[0]
+        if kind == 1:
+            return Outcome(orjson.loads(reply[1]), replayed=True)
+        now = self.store.clock.time()
+        state = reply[1].decode() or TradingState.ACTIVE.value
+        config = self.store.config(reply[3])
+        if kind == 2:
+            ctx = CheckContext(now, TradingState(state), None, {}, config.specs, config.policies,
+                               0, self.limits)
+        else:
+            _, _, _, _, acct, pos, syms, px, recent, hwm, day, dayid = reply
+            fields = pairs(acct)
+            account = decode_account(
+                order.account_id, fields, decode_positions(pos), decode_slot(hwm),
+                decode_slot(day), bool(dayid) and dayid.decode() == day_id(now))
+            marks = {}
+            for sym, mark in zip(syms, px):
+                if mark:
+                    marks[sym.decode()] = decode_mark(mark)
+            ctx = CheckContext(now, TradingState(state), account, marks, config.specs,
+                               config.policies, recent, self.limits)
+        decision = decide(order, ctx)
+        elapsed_us = (time.perf_counter_ns() - started) // 1000
+        result = decision.to_dict(order.order_id, order.account_id, elapsed_us)
+        result_json = orjson.dumps(result)
+        audit = b'{"r":' + result_json + b',"o":' + _request_json(raw) + \
+            b',"ts":' + repr(now).encode() + b',"w":' + orjson.dumps(self.worker) + b"}"
+        return decision, result, audit
+
+    def _commit(self, order: Order, decision: Decision, result: dict, audit: bytes,
+                reply: list, client: Any) -> Any:
+        recheck = decision.approved
+        fields = pairs(reply[4]) if recheck else {}
+        return self.store.check_commit_script(
+            keys=[keys.idempotency(order.account_id, order.order_id), keys.PLATFORM_STATE,
+                  keys.account(order.account_id), keys.AUDIT_STREAM],
+            args=[orjson.dumps(result), self.ttl, audit, "1" if recheck else "0",
+                  reply[2], fields.get(b"status", b"")],
+            client=client,
+        )
+
+    @staticmethod
+    def _after_commit(result: dict, status: list) -> Outcome | None:
+        tag = status[0]
+        if tag == b"OK":
+            return Outcome(result)
+        if tag == b"DUP":
+            return Outcome(orjson.loads(status[1]), replayed=True)
+        return None  # RETRY
+
+    def _invalid(self, raw: Any, exc: InvalidInput, started: int) -> Outcome:
+        message = str(exc)
+        result = {
+            "order_id": _field(raw, "order_id"),
+            "account_id": _field(raw, "account_id"),
+            "approved": False,
+            "violations": [message],
+            "rejection_reason": Reason.INVALID_REQUEST.value,
+            "message": message,
+            "post_trade_metrics": {},
+            "processing_time_us": (time.perf_counter_ns() - started) // 1000,
+        }
+        audit = b'{"r":' + orjson.dumps(result) + b',"o":' + _request_json(raw) + \
+            b',"ts":' + repr(self.store.clock.time()).encode() + b',"w":' + \
+            orjson.dumps(self.worker) + b"}"
+        self.store.redis.xadd(keys.AUDIT_STREAM, {"d": audit})
+        return Outcome(result)
+
+
+def _field(raw: Any, name: str) -> str | None:
+    if isinstance(raw, dict):
+        value = raw.get(name)
+        if isinstance(value, str) and len(value) <= 128:
+            return value
+    return None
+
+
+def _request_json(raw: Any) -> bytes:
+    """The request as received, for the audit trail; oversized or odd ones are cut."""
+    try:
+        encoded = orjson.dumps(raw)
+    except (TypeError, orjson.JSONEncodeError):
+        encoded = orjson.dumps({"unserialisable": repr(raw)[:MAX_AUDITED_REQUEST]})
+    if len(encoded) > MAX_AUDITED_REQUEST:
+        encoded = orjson.dumps({"truncated": encoded[:MAX_AUDITED_REQUEST].decode(errors="replace"),
+                                "bytes": len(encoded)})
+    return encoded
+
+
+__all__ = ["PretradeService", "Outcome", "MAX_BATCH"]

@@ -1,0 +1,1 @@
+"""Celery tasks: thin adapters, one module per domain. Names are pinned in DESIGN.md."""

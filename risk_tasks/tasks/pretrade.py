@@ -1,0 +1,45 @@
+"""Pre-trade tasks (queue ``pretrade``): the hot path.
+
+At-most-once by design: the pretrade worker runs without ack emulation, a caller that
+times out fails closed and may retry under the same ``order_id``, which returns the
+first decision. Nothing here touches PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from risk_tasks.accounts import account_metrics
+from risk_tasks.metrics import observe_check
+from risk_tasks.pretrade import MAX_BATCH, Outcome
+from risk_tasks.runtime import runtime
+from risk_tasks.tasks.base import risk_task
+
+
+@risk_task("risk.check_order", ignore_result=False, acks_late=False)
+def check_order(order: Any) -> dict:
+    """Approve or reject one order. Malformed input of any shape is ``invalid_request``."""
+    outcome = runtime().pretrade.check(order)
+    observe_check(outcome)
+    return outcome.result
+
+
+@risk_task("risk.check_order_batch", ignore_result=False, acks_late=False)
+def check_order_batch(orders: Any) -> list:
+    """Decisions for many orders, in the same order (at most 1000 per batch)."""
+    service = runtime().pretrade
+    if not isinstance(orders, list):
+        return [service.check(orders).result]
+    if len(orders) > MAX_BATCH:
+        return [service.check({"batch": f"more than {MAX_BATCH} orders in one batch"}).result
+                for _ in orders]
+    outcomes: list[Outcome] = service.check_batch(orders)
+    for outcome in outcomes:
+        observe_check(outcome)
+    return [o.result for o in outcomes]
+
+
+@risk_task("risk.get_risk_metrics", ignore_result=False, acks_late=False)
+def get_risk_metrics(account_id: Any) -> dict:
+    """Current metrics of one account, with its positions and liquidation prices."""
+    return account_metrics(runtime().store, account_id)

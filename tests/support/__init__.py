@@ -1,0 +1,1 @@
+"""Real servers and real worker processes for the tests (no mocks, no eager mode)."""

@@ -59,6 +59,7 @@ task_routes = {
     "risk.check_order": {"queue": "pretrade"},
     "risk.check_order_batch": {"queue": "pretrade"},
     "risk.get_risk_metrics": {"queue": "pretrade"},
+    "risk.ping": {"queue": "pretrade"},
     "risk.trigger_emergency_stop": {"queue": "control"},
     "risk.re_enable_trading": {"queue": "control"},
     "risk.emergency_status": {"queue": "control"},

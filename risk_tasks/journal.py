@@ -281,8 +281,7 @@ def write_accounts(session: Session, records: list[Record]) -> None:
                 "account_id": a["account_id"], "symbol": symbol, "quantity": Decimal(qty),
                 "entry_price": Decimal(entry), "updated_at": at,
             }
-        fill = rec.get("fill")
-        if fill:
+        for fill in ([rec["fill"]] if rec.get("fill") else []) + (rec.get("fills") or []):
             fills.append({
                 "fill_id": fill["fill_id"], "account_id": a["account_id"],
                 "symbol": fill["symbol"], "side": fill["side"],
@@ -354,6 +353,26 @@ def write_violations(session: Session, records: list[Record]) -> None:
             })
     if rows:
         session.execute(t.ViolationRow.__table__.insert(), rows)
+
+
+@handles("estop_progress", order=800)
+def write_stop_progress(session: Session, records: list[Record]) -> None:
+    """Unwind progress: counts add up (each unwind step reports what it did)."""
+    for _, rec in records:
+        values: dict[str, Any] = {}
+        if "accounts_to_unwind" in rec:
+            values["accounts_to_unwind"] = rec["accounts_to_unwind"]
+        if rec.get("orders_canceled"):
+            values["orders_canceled"] = t.EmergencyStopRow.orders_canceled + rec["orders_canceled"]
+        if rec.get("positions_closed"):
+            values["positions_closed"] = (t.EmergencyStopRow.positions_closed
+                                          + rec["positions_closed"])
+        if rec.get("completed"):
+            values["completed"] = True
+            values["completed_at"] = ts(rec["at"])
+        if values:
+            session.execute(update(t.EmergencyStopRow)
+                            .where(t.EmergencyStopRow.stop_id == rec["stop_id"]).values(**values))
 
 
 @handles("estop_resolved", order=900)

@@ -21,7 +21,10 @@ from risk_tasks.engine.model import Order, Reason, TradingState
 from risk_tasks.engine.pretrade import CheckContext, Decision, PretradeLimits, decide
 from risk_tasks.engine.validation import InvalidInput, validate_order
 from risk_tasks.state import keys
-from risk_tasks.state.codec import day_id, decode_account, decode_mark, decode_positions, decode_slot, pairs
+from risk_tasks.state.codec import (
+    day_id, decode_account, decode_mark, decode_positions, decode_slot, pairs,
+)
+from risk_tasks.state.hotpath import HotConnection
 from risk_tasks.state.store import StateStore
 
 MAX_AUDITED_REQUEST = 4096  # bytes of a malformed request kept in the audit trail
@@ -47,6 +50,7 @@ class PretradeService:
         self.window_ms = str(int(settings.rate_window_seconds * 1000))
         self.ttl = str(settings.idempotency_ttl_seconds)
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+        self.hot = HotConnection(store.redis)
 
     # -- ONE ORDER --
 
@@ -57,12 +61,12 @@ class PretradeService:
         except InvalidInput as exc:
             return self._invalid(raw, exc, started)
         for _ in range(COMMIT_ATTEMPTS):
-            reply = self._read(order, self.store.redis)
+            reply = self.hot.call(*self._read(order))
             outcome = self._replay_or_decide(order, raw, reply, started)
             if isinstance(outcome, Outcome):
                 return outcome
             decision, result, audit = outcome
-            status = self._commit(order, decision, result, audit, reply, self.store.redis)
+            status = self.hot.call(*self._commit(order, decision, result, audit, reply))
             final = self._after_commit(result, status)
             if final is not None:
                 return final
@@ -81,21 +85,19 @@ class PretradeService:
             except InvalidInput as exc:
                 outcomes[i] = self._invalid(raw, exc, started)
         if orders:
-            pipe = self.store.redis.pipeline(transaction=False)
-            for _, order in orders:
-                self._read(order, pipe)
-            replies = pipe.execute()
+            replies = self.hot.pipeline([self._read(order) for _, order in orders])
             pending = []
-            pipe = self.store.redis.pipeline(transaction=False)
+            commits = []
             for (i, order), reply in zip(orders, replies):
                 outcome = self._replay_or_decide(order, raws[i], reply, started)
                 if isinstance(outcome, Outcome):
                     outcomes[i] = outcome
                     continue
                 decision, result, audit = outcome
-                self._commit(order, decision, result, audit, reply, pipe)
+                commits.append(self._commit(order, decision, result, audit, reply))
                 pending.append((i, result))
-            for (i, result), status in zip(pending, pipe.execute()):
+            statuses = self.hot.pipeline(commits) if commits else []
+            for (i, result), status in zip(pending, statuses):
                 final = self._after_commit(result, status)
                 # A raced approval is decided again on its own (rare).
                 outcomes[i] = final if final is not None else self.check(raws[i])
@@ -103,15 +105,13 @@ class PretradeService:
 
     # -- STEPS --
 
-    def _read(self, order: Order, client: Any) -> Any:
-        return self.store.check_read_script(
-            keys=[keys.idempotency(order.account_id, order.order_id), keys.PLATFORM_STATE,
-                  keys.account(order.account_id), keys.positions(order.account_id),
-                  keys.PRICES, keys.rate_window(order.account_id), keys.CONFIG_VERSION],
-            args=[order.symbol, self.window_ms, f"{self.worker}:{next(_nonce)}",
-                  keys.SHARD_PREFIX],
-            client=client,
-        )
+    def _read(self, order: Order) -> tuple:
+        return (self.store.check_read_script,
+                (keys.idempotency(order.account_id, order.order_id), keys.PLATFORM_STATE,
+                 keys.account(order.account_id), keys.positions(order.account_id),
+                 keys.PRICES, keys.rate_window(order.account_id), keys.CONFIG_VERSION),
+                (order.symbol, self.window_ms, f"{self.worker}:{next(_nonce)}",
+                 keys.SHARD_PREFIX))
 
     def _replay_or_decide(self, order: Order, raw: Any, reply: list,
                           started: int) -> Outcome | tuple[Decision, dict, bytes]:
@@ -145,16 +145,14 @@ class PretradeService:
         return decision, result, audit
 
     def _commit(self, order: Order, decision: Decision, result: dict, audit: bytes,
-                reply: list, client: Any) -> Any:
+                reply: list) -> tuple:
         recheck = decision.approved
         fields = pairs(reply[4]) if recheck else {}
-        return self.store.check_commit_script(
-            keys=[keys.idempotency(order.account_id, order.order_id), keys.PLATFORM_STATE,
-                  keys.account(order.account_id), keys.AUDIT_STREAM],
-            args=[orjson.dumps(result), self.ttl, audit, "1" if recheck else "0",
-                  reply[2], fields.get(b"status", b"")],
-            client=client,
-        )
+        return (self.store.check_commit_script,
+                (keys.idempotency(order.account_id, order.order_id), keys.PLATFORM_STATE,
+                 keys.account(order.account_id), keys.AUDIT_STREAM),
+                (orjson.dumps(result), self.ttl, audit, "1" if recheck else "0",
+                 reply[2], fields.get(b"status", b"")))
 
     @staticmethod
     def _after_commit(result: dict, status: list) -> Outcome | None:

@@ -29,9 +29,33 @@ def text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
+class _Memo(dict):
+    """Decoded values by their raw bytes. Prices move once per feed tick and positions
+    on fills, while every check reads them: parsing each distinct value once saves most
+    of the decoding. Cleared when it grows past ``limit`` entries."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def remember(self, key: object, value: object) -> None:
+        if len(self) >= self.limit:
+            self.clear()
+        self[key] = value
+
+
+_positions = _Memo(200_000)
+_marks = _Memo(20_000)
+
+
 def decode_position(symbol: str, raw: bytes) -> Position:
-    quantity, entry = raw.split(b"|", 1)
-    return Position(symbol, Decimal(quantity.decode()), Decimal(entry.decode()))
+    key = (symbol, raw)
+    found = _positions.get(key)
+    if found is None:
+        quantity, entry = raw.split(b"|", 1)
+        found = Position(symbol, Decimal(quantity.decode()), Decimal(entry.decode()))
+        _positions.remember(key, found)
+    return found
 
 
 def encode_position(position: Position) -> str:
@@ -50,8 +74,12 @@ def decode_positions(flat: Iterable[bytes] | Mapping[bytes, bytes]) -> dict[str,
 def decode_mark(raw: bytes | None) -> Mark | None:
     if not raw:
         return None
-    price, ts = raw.split(b"|", 1)
-    return Mark(Decimal(price.decode()), float(ts))
+    found = _marks.get(raw)
+    if found is None:
+        price, ts = raw.split(b"|", 1)
+        found = Mark(Decimal(price.decode()), float(ts))
+        _marks.remember(raw, found)
+    return found
 
 
 def decode_slot(raw: bytes | None) -> float | None:

@@ -4,6 +4,7 @@
 | --- | --- | --- |
 | ``risk:state`` | hash | platform trading state: state, reason, by, at, stop_id, ver |
 | ``risk:acct:<id>`` | hash | balance, status, peak/day-start equity, max_leverage, shard, slot, ver |
+| ``risk:acct:nonactive`` | set | accounts in REDUCING or HALTED |
 | ``risk:pos:<id>`` | hash | symbol -> ``"quantity|entry"`` |
 | ``risk:px`` | hash | symbol -> ``"mark|feed ts"`` |
 | ``risk:px:held`` | hash | prices held back by the jump check, awaiting confirmation |
@@ -38,7 +39,8 @@ CONFIG_VERSION = "risk:cfgver"
 AUDIT_STREAM = "risk:audit"
 JOURNAL_STREAM = "risk:journal"
 SHARD_PREFIX = "risk:shard:"
-SHARD_COUNT = "risk:shards"  # the shard count the membership lists were built with
+SHARD_COUNT = "risk:shards"
+NON_ACTIVE = "risk:acct:nonactive"  # set of accounts whose state is not ACTIVE  # the shard count the membership lists were built with
 
 
 def account(account_id: str) -> str:

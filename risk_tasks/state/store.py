@@ -325,6 +325,95 @@ class StateStore:
                 return {"ok": True, "duplicate": True, "fill_id": fill.fill_id}
         raise StateError("contention", f"account {fill.account_id} changed too often to fill")
 
+    def create_accounts(self, items: Iterable[tuple[Mapping[str, Any], Sequence[Fill]]],
+                        by: str = "load") -> dict[str, int]:
+        """Create many new accounts with their opening fills, pipelined.
+
+        The bulk form of ``upsert_account`` + ``apply_fill`` for snapshots: the same
+        engine arithmetic, the same commit script (so the same journal records and shard
+        notices), a few hundred accounts per round trip. An account that already exists
+        goes through the one-by-one path instead, so nothing is overwritten.
+        """
+        created = existing = fills_applied = 0
+        batch: list[tuple[Mapping[str, Any], Sequence[Fill]]] = []
+
+        def flush() -> None:
+            nonlocal created, existing, fills_applied
+            if not batch:
+                return
+            pipe = self.redis.pipeline(transaction=False)
+            for parsed, _ in batch:
+                pipe.exists(keys.account(parsed["account_id"]))
+            exists = pipe.execute()
+            pipe = self.redis.pipeline(transaction=False)
+            slow, fresh = [], []
+            for (parsed, fills), there in zip(batch, exists):
+                (slow if there else fresh).append((parsed, fills))
+            for parsed, fills in fresh:
+                self._queue_new_account(pipe, parsed, fills, by)
+            replies = pipe.execute() if fresh else []
+            for (parsed, fills), reply in zip(fresh, [r for r in replies if isinstance(r, list)]):
+                if reply[0] == b"OK":
+                    created += 1
+                    fills_applied += len(fills)
+                else:
+                    slow.append((parsed, fills))
+            for parsed, fills in slow:
+                existing += 1
+                self.upsert_account(parsed, by=by)
+                for fill in fills:
+                    if not self.apply_fill(fill).get("duplicate"):
+                        fills_applied += 1
+            batch.clear()
+
+        for item in items:
+            batch.append(item)
+            if len(batch) >= 500:
+                flush()
+        flush()
+        return {"created": created, "existing": existing, "fills": fills_applied}
+
+    def _queue_new_account(self, pipe: redis.client.Pipeline, parsed: Mapping[str, Any],
+                           fills: Sequence[Fill], by: str) -> None:
+        account_id = parsed["account_id"]
+        now = self.clock.time()
+        balance: Decimal = parsed["balance"]
+        positions: dict[str, Position] = {}
+        fill_records = []
+        for fill in fills:
+            signed = fill.quantity if fill.side is Side.BUY else -fill.quantity
+            positions[fill.symbol], realized = apply_fill(positions.get(fill.symbol),
+                                                          fill.symbol, signed, fill.price)
+            balance += realized
+            fill_records.append((fill, realized))
+            pipe.set(keys.fill(fill.fill_id), "1", ex=self.settings.fill_idempotency_ttl_seconds)
+        status = parsed.get("status", TradingState.ACTIVE).value
+        shard = keys.shard_of(account_id, self.settings.shards)
+        opening = parsed["balance"]
+        fields = {
+            "balance": str(balance), "updated_at": repr(now), "shard": str(shard),
+            "created_at": repr(now), "status": status,
+            "peak_equity": str(parsed.get("peak_equity", opening)),
+            "daily_start_equity": str(parsed.get("daily_start_equity", opening)),
+            "max_leverage": money(parsed.get("max_leverage")) or "",
+            "status_reason": "account upsert", "status_by": by, "status_at": repr(now),
+        }
+        open_positions = {s: p for s, p in positions.items() if p.quantity}
+        record = {"t": "account", "at": now, "account": _account_record(account_id, fields),
+                  "positions": position_map(open_positions),
+                  "fill": None,
+                  "fills": [{"fill_id": f.fill_id, "symbol": f.symbol, "side": f.side.value,
+                             "quantity": str(f.quantity), "price": str(f.price),
+                             "realized_pnl": str(realized), "source": "ingest",
+                             "reference": None}
+                            for f, realized in fill_records],
+                  "state_change": {"scope": "account", "account_id": account_id, "old": None,
+                                   "new": status, "reason": "account upsert", "by": by,
+                                   "stop_id": None, "at": now}}
+        self._commit_args(pipe, account_id, shard, expected="", fields=fields, record=record,
+                          status=status,
+                          set_positions={s: encode_position(p) for s, p in open_positions.items()})
+
     def set_account_state(self, account_id: str, state: TradingState, reason: str, by: str,
                           stop_id: str | None = None, only_from: Sequence[TradingState] | None = None,
                           extra_records: Sequence[dict] = ()) -> tuple[str | None, bool]:
@@ -355,7 +444,7 @@ class StateStore:
         raise StateError("contention", f"account {account_id} changed too often")
 
     def non_active_accounts(self) -> list[str]:
-        return sorted(m.decode() for m in self.redis.smembers("risk:acct:nonactive"))
+        return sorted(m.decode() for m in self.redis.smembers(keys.NON_ACTIVE))
 
     def shard_account_ids(self, shard: int) -> list[str]:
         return [m.decode() for m in self.redis.lrange(keys.shard_members(shard), 0, -1)]
@@ -369,6 +458,26 @@ class StateStore:
                 set_positions: Mapping[str, str] | None = None,
                 delete_positions: Sequence[str] = (), peak: str = "", day: str = "",
                 extra_records: Sequence[dict] = ()) -> list:
+        if not extra_records:
+            return self._commit_args(self.redis, account_id, shard, expected=expected,
+                                     fields=fields, record=record, fill_id=fill_id,
+                                     status=status, set_positions=set_positions,
+                                     delete_positions=delete_positions, peak=peak, day=day)
+        pipe = self.redis.pipeline(transaction=True)
+        self._commit_args(pipe, account_id, shard, expected=expected, fields=fields,
+                          record=record, fill_id=fill_id, status=status,
+                          set_positions=set_positions, delete_positions=delete_positions,
+                          peak=peak, day=day)
+        for extra in extra_records:
+            self.journal_to(pipe, extra)
+        return pipe.execute()[0]
+
+    def _commit_args(self, client: Any, account_id: str, shard: int, *, expected: str,
+                     fields: Mapping[str, str], record: dict, fill_id: str | None = None,
+                     status: str = "", set_positions: Mapping[str, str] | None = None,
+                     delete_positions: Sequence[str] = (), peak: str = "",
+                     day: str = "") -> Any:
+        """Call account_commit.lua on ``client`` (the connection or a pipeline)."""
         args: list[Any] = [expected, account_id, CHANGE_STREAM_MAXLEN,
                            self.settings.fill_idempotency_ttl_seconds, orjson.dumps(record),
                            peak, day, status, len(fields)]
@@ -383,14 +492,8 @@ class StateStore:
         key_list = [keys.account(account_id), keys.positions(account_id),
                     keys.shard_members(shard), keys.shard_changes(shard), keys.JOURNAL_STREAM,
                     keys.fill(fill_id) if fill_id else "", keys.shard_hwm(shard),
-                    keys.shard_day(shard), "risk:acct:nonactive"]
-        if not extra_records:
-            return self._account_commit(keys=key_list, args=args)
-        pipe = self.redis.pipeline(transaction=True)
-        self._account_commit(keys=key_list, args=args, client=pipe)
-        for extra in extra_records:
-            self.journal_to(pipe, extra)
-        return pipe.execute()[0]
+                    keys.shard_day(shard), keys.NON_ACTIVE]
+        return self._account_commit(keys=key_list, args=args, client=client)
 
     # -- JOURNAL --
 

@@ -43,3 +43,9 @@ def check_order_batch(orders: Any) -> list:
 def get_risk_metrics(account_id: Any) -> dict:
     """Current metrics of one account, with its positions and liquidation prices."""
     return account_metrics(runtime().store, account_id)
+
+
+@risk_task("risk.ping", ignore_result=False, acks_late=False)
+def ping() -> str:
+    """Liveness of the pretrade path (health checks; the benchmark's no-op baseline)."""
+    return "pong"

@@ -1,0 +1,79 @@
+"""Shared helpers of the benchmarks: servers, percentiles, output as JSON and a table."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, max(0, int(round(q * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[index]
+
+
+def latency_summary(latencies_s: list[float]) -> dict[str, float | None]:
+    values = sorted(latencies_s)
+    ms = lambda v: None if v is None else round(v * 1000, 3)  # noqa: E731
+    return {"p50_ms": ms(percentile(values, 0.50)), "p99_ms": ms(percentile(values, 0.99)),
+            "p999_ms": ms(percentile(values, 0.999)), "max_ms": ms(values[-1] if values else None),
+            "samples": len(values)}
+
+
+def start_services(need_database: bool = False) -> list[Any]:
+    """Throw-away Redis (and PostgreSQL) unless RISK_REDIS_URL / RISK_DATABASE_URL are
+    set; sets the RISK_* variables. Returns what to clean up."""
+    from tests.support.services import PostgresServer, RedisServer
+
+    started: list[Any] = []
+    if not os.environ.get("RISK_REDIS_URL"):
+        redis_server = RedisServer().start()
+        started.append(redis_server)
+        base = f"redis://127.0.0.1:{redis_server.port}"
+        os.environ.update(RISK_BROKER_URL=f"{base}/0", RISK_RESULT_BACKEND=f"{base}/1",
+                          RISK_REDIS_URL=f"{base}/2")
+    if not os.environ.get("RISK_DATABASE_URL"):
+        if need_database:
+            pg = PostgresServer().start()
+            started.append(pg)
+            os.environ["RISK_DATABASE_URL"] = pg.url
+        else:
+            os.environ["RISK_DATABASE_URL"] = f"sqlite:///{ROOT}/var/bench.db"
+    return started
+
+
+def machine() -> dict[str, Any]:
+    import platform
+
+    load = os.getloadavg()
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "load_avg_1m_at_start": round(load[0], 2),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+
+
+def emit(name: str, result: dict[str, Any], rows: list[dict[str, Any]], columns: list[str],
+         out: str | None) -> None:
+    """Print the result as JSON and as a table; write the JSON to ``out`` if given."""
+    from rich.console import Console
+    from rich.table import Table
+
+    text = json.dumps(result, indent=2, default=str)
+    print(text)
+    table = Table(title=name)
+    for c in columns:
+        table.add_column(c)
+    for row in rows:
+        table.add_row(*["" if row.get(c) is None else str(row.get(c)) for c in columns])
+    Console(stderr=True).print(table)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n")

@@ -1,0 +1,61 @@
+"""Worker roles: which queues each kind of worker consumes and how it is tuned.
+
+One place for the command lines that ``riskctl worker``, ``riskctl run``,
+docker-compose and the tests start, so they cannot drift apart.
+
+- ``pretrade`` (``pretrade,control``): the hot path. Solo pool (no pipe hop), prefetch
+  1, no gossip/mingle/heartbeat, and at-most-once delivery (ack emulation off): a check
+  that is lost fails closed at the caller and is retried under the same order id.
+  Scale it with more processes (containers), not with a bigger pool.
+- ``monitor`` (``monitor,shards``): the 1 s sweep. Prefork, one process per core; every
+  process can take any shard.
+- ``ops`` (``ingest,liquidation,unwind,alerts,reports,dead_letter``): everything that
+  changes state and must not be lost: acks_late with redelivery when a worker dies.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class WorkerRole:
+    queues: str
+    pool: str
+    concurrency: int
+    env: dict[str, str] = field(default_factory=dict)
+    flags: tuple[str, ...] = ()
+    loglevel: str = "info"
+
+
+ROLES: dict[str, WorkerRole] = {
+    "pretrade": WorkerRole(
+        queues="pretrade,control", pool="solo", concurrency=1,
+        env={"RISK_BROKER_ACK_EMULATION": "0"},
+        flags=("--without-gossip", "--without-mingle", "--without-heartbeat"),
+        # Celery logs every task at INFO; on the hot path that is a write per check.
+        loglevel="warning",
+    ),
+    "monitor": WorkerRole(queues="monitor,shards", pool="prefork", concurrency=2,
+                          flags=("--without-gossip", "--without-mingle")),
+    "ops": WorkerRole(queues="ingest,liquidation,unwind,alerts,reports,dead_letter",
+                      pool="prefork", concurrency=2,
+                      flags=("--without-gossip", "--without-mingle")),
+}
+
+
+def worker_command(role: str, name: str | None = None, concurrency: int | None = None,
+                   python: str | None = None) -> list[str]:
+    """The ``celery worker`` command line of a role."""
+    spec = ROLES[role]
+    return [
+        python or sys.executable, "-m", "celery", "-A", "risk_tasks", "worker",
+        "-P", spec.pool, "-c", str(concurrency or spec.concurrency), "-Q", spec.queues,
+        "-n", f"{name or role}@%h", "-l", spec.loglevel, *spec.flags,
+    ]
+
+
+def beat_command(python: str | None = None, schedule_file: str = "var/celerybeat-schedule") -> list[str]:
+    return [python or sys.executable, "-m", "celery", "-A", "risk_tasks", "beat",
+            "-s", schedule_file, "-l", "info"]

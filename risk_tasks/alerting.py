@@ -1,0 +1,73 @@
+"""Alerts: their shape and their de-duplication, shared by whoever raises them.
+
+An alert is a JSON dict::
+
+    {"alert_id": "...", "level": "warning" | "critical" | "emergency",
+     "kind": "policy_violation" | "liquidation" | "circuit_breaker" | "emergency_stop"
+             | "platform_fault" | "dead_letter" | ...,
+     "policy": "Max Account Leverage" | None, "account_id": "A1" | None,
+     "message": "...", "details": {...}, "at": 1795400000.0}
+
+Alerts with the same kind, policy and account are sent once per window (5 minutes by
+default) across every instance. The window is *claimed* in Redis with the alert's id: a
+raiser that sees many breaches at once (the monitor) claims in one pipelined round
+trip and enqueues only the alerts it won; ``risk.send_alert`` claims again with the same
+id, which succeeds for its own alert and fails for a duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from typing import Any, Iterable, Sequence
+
+import redis
+
+LEVELS = ("warning", "critical", "emergency")
+
+_CLAIM = """
+local current = redis.call('GET', KEYS[1])
+if not current then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if current == ARGV[1] then return 1 end
+return 0
+"""
+
+
+def make_alert(level: str, kind: str, message: str, account_id: str | None = None,
+               policy: str | None = None, details: dict[str, Any] | None = None,
+               at: float | None = None) -> dict[str, Any]:
+    if level not in LEVELS:
+        raise ValueError(f"alert level must be one of {LEVELS}")
+    return {"alert_id": uuid.uuid4().hex, "level": level, "kind": kind, "policy": policy,
+            "account_id": account_id, "message": message, "details": details or {},
+            "at": time.time() if at is None else at}
+
+
+def dedup_key(alert: dict[str, Any]) -> str:
+    parts = "\x1f".join(str(alert.get(k) or "") for k in ("kind", "policy", "account_id"))
+    return "risk:alert:dedup:" + hashlib.sha1(parts.encode()).hexdigest()
+
+
+def claim_many(client: redis.Redis, alerts: Sequence[dict[str, Any]],
+               window_seconds: float) -> list[bool]:
+    """Claim the de-duplication window of each alert; True where this alert won it."""
+    if not alerts:
+        return []
+    script = client.register_script(_CLAIM)
+    pipe = client.pipeline(transaction=False)
+    for alert in alerts:
+        script(keys=[dedup_key(alert)], args=[alert["alert_id"], int(window_seconds * 1000)],
+               client=pipe)
+    return [bool(x) for x in pipe.execute()]
+
+
+def claim(client: redis.Redis, alert: dict[str, Any], window_seconds: float) -> bool:
+    return claim_many(client, [alert], window_seconds)[0]
+
+
+def fresh(alerts: Iterable[dict[str, Any]], won: Iterable[bool]) -> list[dict[str, Any]]:
+    return [a for a, w in zip(alerts, won) if w]

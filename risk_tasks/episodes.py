@@ -1,0 +1,54 @@
+"""Liquidation episodes: one per breach, across every monitor process.
+
+The monitor opens an episode (``begin``) before it enqueues ``risk.liquidate_account``;
+while the key exists, later ticks that still see the breach enqueue nothing. The
+liquidation task keeps it alive while it works (``extend``) and closes it when done
+(``end``, only if it is still its own episode). The key expires by itself if the task
+never ran (a publish lost with the broker), so a breach can never be ignored for longer
+than ``EPISODE_TTL`` seconds.
+
+Episode ids are derived from the account and the tick (``episode_id``), so two beats
+or a repeated tick produce the same id and the liquidation task's idempotency does the
+rest.
+"""
+
+from __future__ import annotations
+
+import redis
+
+EPISODE_TTL = 120  # seconds without progress before a new episode may start
+
+_END = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+def key(account_id: str) -> str:
+    return f"risk:liq:episode:{account_id}"
+
+
+def episode_id(account_id: str, tick_ts: float) -> str:
+    return f"liq:{account_id}:{int(round(tick_ts * 1000))}"
+
+
+def begin(client: redis.Redis, account_id: str, episode: str, ttl: int = EPISODE_TTL) -> bool:
+    """Open an episode; False when one is already running for the account."""
+    return bool(client.set(key(account_id), episode, nx=True, ex=ttl))
+
+
+def current(client: redis.Redis, account_id: str) -> str | None:
+    value = client.get(key(account_id))
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def extend(client: redis.Redis, account_id: str, episode: str, ttl: int = EPISODE_TTL) -> bool:
+    return bool(client.eval(_EXTEND, 1, key(account_id), episode, ttl))
+
+
+def end(client: redis.Redis, account_id: str, episode: str) -> bool:
+    return bool(client.eval(_END, 1, key(account_id), episode))

@@ -1,13 +1,28 @@
 """The beat schedule, as data. Every entry names its queue and carries ``expires`` so
 that a backlog never piles up duplicates of a periodic job.
 
-``risk.monitor_tick`` gets its ``tick_ts`` from ``risk_tasks.beat.RiskScheduler``, which
-stamps each tick with its scheduled second so that two beats produce the same tick.
+``risk.monitor_tick`` is aligned to whole seconds and gets its ``tick_ts`` (that second)
+when it is sent, so two beats running by mistake send the same ticks, which the
+monitor runs once (see risk_tasks/monitor/ticks.py).
 """
 
+from celery.beat import BeatLazyFunc
 from celery.schedules import crontab
 
+from beat_schedule.aligned import aligned, tick_ts
+
 SCHEDULE = {
+    "monitor-tick": {
+        "task": "risk.monitor_tick",
+        "schedule": aligned(1.0),
+        "args": (BeatLazyFunc(tick_ts, 1.0),),
+        "options": {"queue": "monitor", "expires": 1.0},
+    },
+    "reset-daily-start-equity": {
+        "task": "risk.reset_daily",
+        "schedule": crontab(minute=0, hour=0),
+        "options": {"queue": "monitor", "expires": 3600},
+    },
     "drain-journal": {
         "task": "risk.drain_journal",
         "schedule": 1.0,

@@ -11,6 +11,7 @@ TASK_MODULES = [
     "risk_tasks.tasks.control",
     "risk_tasks.tasks.ingest",
     "risk_tasks.tasks.journal",
+    "risk_tasks.tasks.monitor",
 ]
 
 app = Celery("risk", include=TASK_MODULES)

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import orjson
 import redis
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -353,6 +353,19 @@ def write_violations(session: Session, records: list[Record]) -> None:
             })
     if rows:
         session.execute(t.ViolationRow.__table__.insert(), rows)
+
+
+@handles("peaks", order=60)
+def write_peaks(session: Session, records: list[Record]) -> None:
+    """Peaks the monitor raised: kept so that a rebuild from the database keeps them."""
+    table = t.AccountRow.__table__
+    stmt = (update(table)
+            .where(table.c.account_id == bindparam("a"), table.c.peak_equity < bindparam("p"))
+            .values(peak_equity=bindparam("p")))
+    rows = [{"a": account_id, "p": Decimal(peak)} for _, rec in records
+            for account_id, peak in rec["items"]]
+    if rows:
+        session.connection().execute(stmt, rows)
 
 
 @handles("estop_progress", order=800)

@@ -18,6 +18,7 @@
 | ``risk:shard:<k>:members`` | list | account ids of shard k; the index is the account's slot |
 | ``risk:shard:<k>:chg`` | stream | ids of accounts of shard k that changed (monitor cache) |
 | ``risk:shard:<k>:hwm`` / ``:day`` | string | float64 per slot: peak / day-start equity |
+| ``risk:shard:<k>:dayid`` / ``:marksver`` | string | UTC day of ``:day``; version of both blobs |
 | ``risk:audit`` | stream | pre-trade decisions on their way to PostgreSQL |
 | ``risk:journal`` | stream | every other record on its way to PostgreSQL |
 
@@ -81,6 +82,11 @@ def shard_day(shard: int) -> str:
 
 def shard_dayid(shard: int) -> str:
     return f"{SHARD_PREFIX}{shard}:dayid"
+
+
+def shard_marks_version(shard: int) -> str:
+    """Bumped whenever a shard's hwm/day blobs change, so caches know to re-read them."""
+    return f"{SHARD_PREFIX}{shard}:marksver"
 
 
 def shard_of(account_id: str, shards: int) -> int:

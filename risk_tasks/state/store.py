@@ -492,7 +492,7 @@ class StateStore:
         key_list = [keys.account(account_id), keys.positions(account_id),
                     keys.shard_members(shard), keys.shard_changes(shard), keys.JOURNAL_STREAM,
                     keys.fill(fill_id) if fill_id else "", keys.shard_hwm(shard),
-                    keys.shard_day(shard), keys.NON_ACTIVE]
+                    keys.shard_day(shard), keys.NON_ACTIVE, keys.shard_marks_version(shard)]
         return self._account_commit(keys=key_list, args=args, client=client)
 
     # -- JOURNAL --

@@ -3,7 +3,7 @@
 -- record and a change notice for the monitor's shard cache. All or nothing.
 -- KEYS: 1 account, 2 positions, 3 shard members, 4 shard change stream, 5 journal,
 --       6 fill idempotency key ('' when not a fill), 7 hwm blob, 8 day-start blob,
---       9 set of accounts not ACTIVE
+--       9 set of accounts not ACTIVE, 10 version of the hwm/day blobs
 -- ARGV: 1 expected ver ('' when the account must not exist yet), 2 account id,
 --       3 change-stream max length, 4 fill id TTL (s), 5 journal JSON,
 --       6 peak override ('' none), 7 day-start override ('' none),
@@ -50,9 +50,11 @@ end
 local off = slot * 8
 if ARGV[6] ~= '' and redis.call('STRLEN', KEYS[7]) >= off + 8 then
   redis.call('SETRANGE', KEYS[7], off, struct.pack('<d', tonumber(ARGV[6])))
+  redis.call('INCR', KEYS[10])
 end
 if ARGV[7] ~= '' and redis.call('STRLEN', KEYS[8]) >= off + 8 then
   redis.call('SETRANGE', KEYS[8], off, struct.pack('<d', tonumber(ARGV[7])))
+  redis.call('INCR', KEYS[10])
 end
 if ARGV[8] == 'ACTIVE' then
   redis.call('SREM', KEYS[9], ARGV[2])

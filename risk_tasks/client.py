@@ -15,9 +15,11 @@ caller has already given up on. Retrying with the same ``order_id`` is safe: the
 answers a repeated order id with its first decision.
 
 ``RiskClient(coalesce=True)`` sends the concurrent ``check_order`` calls of one process
-as batches (``risk.check_order_batch``), gathered over ``window`` seconds (0.5 ms by
-default) or until ``max_batch`` orders: one message per batch instead of one per order,
+as batches (``risk.check_order_batch``): one message per batch instead of one per order,
 which is how one process goes past a thousand checks per second. Callers see no change.
+A batch leaves after ``window`` seconds (0.5 ms) or at ``max_batch`` orders; at most
+``max_in_flight`` batches are outstanding, and orders that arrive while they are join
+the next batch, so batches grow with the load instead of queueing up in the broker.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Sequence
 
@@ -52,9 +54,17 @@ def fail_closed(order: Any, reason: str, message: str, started: float) -> dict[s
     }
 
 
+def _resolve(future: Future, value: Any) -> None:
+    """Give a waiting caller its answer (a caller that already timed out cancelled it)."""
+    try:
+        future.set_result(value)
+    except InvalidStateError:
+        pass
+
+
 class RiskClient:
     def __init__(self, app: Celery | None = None, timeout: float = 1.0, coalesce: bool = False,
-                 window: float = 0.0005, max_batch: int = 200, waiters: int = 8) -> None:
+                 window: float = 0.0005, max_batch: int = 200, max_in_flight: int = 4) -> None:
         if app is None:
             from risk_tasks.app import app as default_app
 
@@ -64,12 +74,13 @@ class RiskClient:
         self.coalesce = coalesce
         self.window = window
         self.max_batch = max_batch
-        self._pending: queue.SimpleQueue[tuple[Any, Future] | None] = queue.SimpleQueue()
+        self._pending: queue.SimpleQueue[tuple[Any, Future, float] | None] = queue.SimpleQueue()
         self._waiters: ThreadPoolExecutor | None = None
         self._dispatcher: threading.Thread | None = None
+        self._slots = threading.BoundedSemaphore(max_in_flight)
         self._closed = False
         if coalesce:
-            self._waiters = ThreadPoolExecutor(max_workers=waiters,
+            self._waiters = ThreadPoolExecutor(max_workers=max_in_flight,
                                                thread_name_prefix="risk-client-wait")
             self._dispatcher = threading.Thread(target=self._dispatch, name="risk-client-batch",
                                                 daemon=True)
@@ -83,10 +94,11 @@ class RiskClient:
         started = time.perf_counter()
         if self.coalesce:
             future: Future = Future()
-            self._pending.put((order, future))
+            self._pending.put((order, future, started))
             try:
                 return future.result(timeout=timeout)
             except FutureTimeout:
+                future.cancel()  # still queued: it will not be sent
                 return fail_closed(order, TIMEOUT_REASON,
                                    f"no risk decision within {timeout * 1000:.0f} ms", started)
         return self._call("risk.check_order", [order], timeout, started,
@@ -141,29 +153,76 @@ class RiskClient:
                               UNAVAILABLE_REASON)
 
     def _dispatch(self) -> None:
-        """Gather concurrent calls for ``window`` s, send them as one batch."""
+        """Gather concurrent calls into batches and send them, ``max_in_flight`` at most."""
         while True:
             first = self._pending.get()
             if first is None:
                 return
             batch = [first]
             deadline = time.perf_counter() + self.window
-            while len(batch) < self.max_batch:
-                remaining = deadline - time.perf_counter()
-                try:
-                    item = self._pending.get(timeout=remaining) if remaining > 0 \
-                        else self._pending.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._pending.put(None)
-                    break
-                batch.append(item)
-            self._waiters.submit(self._send_batch, batch)
+            stop = self._gather(batch, deadline)
+            self._slots.acquire()  # while every slot is busy, the next batch grows
+            stop = self._gather(batch, None) or stop
+            self._send_batch(batch)
+            if stop:
+                return
 
-    def _send_batch(self, batch: list[tuple[Any, Future]]) -> None:
-        orders = [order for order, _ in batch]
-        results = self.check_orders(orders, timeout=self.timeout)
-        for (_, future), result in zip(batch, results):
-            if not future.done():
-                future.set_result(result)
+    def _gather(self, batch: list, deadline: float | None) -> bool:
+        """Add queued calls to ``batch`` until ``deadline`` (None: only what is queued
+        now) or ``max_batch``; True when the client is closing."""
+        while len(batch) < self.max_batch:
+            remaining = 0.0 if deadline is None else deadline - time.perf_counter()
+            try:
+                item = self._pending.get(timeout=remaining) if remaining > 0 \
+                    else self._pending.get_nowait()
+            except queue.Empty:
+                return False
+            if item is None:
+                return True
+            batch.append(item)
+        return False
+
+    def _send_batch(self, batch: list[tuple[Any, Future, float]]) -> None:
+        """Send the calls whose callers still wait; the message expires when the oldest
+        of them gives up, so no decision is made for a caller that has left."""
+        batch = [item for item in batch if not item[1].done()]
+        if not batch:
+            self._slots.release()
+            return
+        started = min(enqueued for _, _, enqueued in batch)
+        orders = [order for order, _, _ in batch]
+        expires = self.timeout - (time.perf_counter() - started)
+        if expires <= 0.001:
+            self._slots.release()
+            return  # their callers are answering risk_timeout themselves
+        try:
+            result = self.app.send_task("risk.check_order_batch", args=[orders],
+                                        expires=expires, argsrepr="", kwargsrepr="")
+        except Exception as exc:  # noqa: BLE001 - the broker is away: fail closed
+            self._slots.release()
+            message = f"risk engine unavailable: {exc.__class__.__name__}"
+            for order, future, _ in batch:
+                _resolve(future, fail_closed(order, UNAVAILABLE_REASON, message, started))
+            return
+        self._waiters.submit(self._await_batch, result, batch, started)
+
+    def _await_batch(self, result, batch: list[tuple[Any, Future, float]], started: float) -> None:  # noqa: ANN001
+        try:
+            remaining = self.timeout - (time.perf_counter() - started)
+            try:
+                decisions = result.get(timeout=max(remaining, 0.001), interval=0.001)
+            except CeleryTimeout:
+                decisions = None
+                message, reason = f"no risk decision within {self.timeout * 1000:.0f} ms", \
+                    TIMEOUT_REASON
+            except Exception as exc:  # noqa: BLE001 - a failed task or lost backend
+                decisions = None
+                message, reason = f"risk engine error: {exc.__class__.__name__}", \
+                    UNAVAILABLE_REASON
+            for i, (order, future, _) in enumerate(batch):
+                if decisions is not None and i < len(decisions):
+                    _resolve(future, decisions[i])
+                else:
+                    _resolve(future, fail_closed(order, reason, message, started))
+        finally:
+            self._slots.release()

@@ -85,7 +85,8 @@ class PretradeService:
             except InvalidInput as exc:
                 outcomes[i] = self._invalid(raw, exc, started)
         if orders:
-            replies = self.hot.pipeline([self._read(order) for _, order in orders])
+            replies = self._call_many(self.store.check_read_many,
+                                      [self._read(order) for _, order in orders])
             pending = []
             commits = []
             for (i, order), reply in zip(orders, replies):
@@ -96,7 +97,7 @@ class PretradeService:
                 decision, result, audit = outcome
                 commits.append(self._commit(order, decision, result, audit, reply))
                 pending.append((i, result))
-            statuses = self.hot.pipeline(commits) if commits else []
+            statuses = self._call_many(self.store.check_commit_many, commits) if commits else []
             for (i, result), status in zip(pending, statuses):
                 final = self._after_commit(result, status)
                 # A raced approval is decided again on its own (rare).
@@ -104,6 +105,15 @@ class PretradeService:
         return outcomes  # type: ignore[return-value]
 
     # -- STEPS --
+
+    def _call_many(self, script: Any, calls: list[tuple]) -> list:
+        """One invocation of a batch script for many (script, keys, args) calls."""
+        keys_flat: list = []
+        args_flat: list = []
+        for _, k, a in calls:
+            keys_flat.extend(k)
+            args_flat.extend(a)
+        return self.hot.call(script, keys_flat, args_flat)
 
     def _read(self, order: Order) -> tuple:
         return (self.store.check_read_script,

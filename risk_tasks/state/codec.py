@@ -90,9 +90,17 @@ def decode_slot(raw: bytes | None) -> float | None:
     return None if math.isnan(value) else value
 
 
+_day_cache: list = [-1, ""]
+
+
 def day_id(ts: float) -> str:
-    """The UTC day of an epoch timestamp, as ``YYYYMMDD``."""
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y%m%d")
+    """The UTC day of an epoch timestamp, as ``YYYYMMDD`` (memoised per day: the
+    pre-trade path asks for it on every check)."""
+    day = int(ts // 86400)
+    if day != _day_cache[0]:
+        _day_cache[1] = datetime.fromtimestamp(day * 86400, tz=timezone.utc).strftime("%Y%m%d")
+        _day_cache[0] = day
+    return _day_cache[1]
 
 
 def decode_account(

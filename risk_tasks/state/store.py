@@ -69,6 +69,24 @@ def _script(name: str) -> str:
     return resources.files("risk_tasks.state").joinpath("lua").joinpath(name).read_text()
 
 
+def _one_and_many(name: str, function: str, keys_per: int, args_per: int) -> tuple[str, str]:
+    """A script that defines ``function(KEYS, ARGV)``, called for one item, and the same
+    body called for each consecutive group of keys and arguments (one round trip and one
+    script invocation for a whole batch)."""
+    body = _script(name)
+    one = body + f"return {function}(KEYS, ARGV)\n"
+    many = body + f"""local out = {{}}
+for i = 0, #KEYS / {keys_per} - 1 do
+  local k, a = {{}}, {{}}
+  for j = 1, {keys_per} do k[j] = KEYS[i * {keys_per} + j] end
+  for j = 1, {args_per} do a[j] = ARGV[i * {args_per} + j] end
+  out[i + 1] = {function}(k, a)
+end
+return out
+"""
+    return one, many
+
+
 def connect(url: str, socket_timeout: float = 5.0) -> redis.Redis:
     """A Redis client for the state store: bytes replies, retries on connection loss."""
     from redis.backoff import ExponentialBackoff
@@ -90,8 +108,12 @@ class StateStore:
         self.redis = client
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.check_read_script = client.register_script(_script("check_read.lua"))
-        self.check_commit_script = client.register_script(_script("check_commit.lua"))
+        read_one, read_many = _one_and_many("check_read.lua", "check_read", 7, 4)
+        commit_one, commit_many = _one_and_many("check_commit.lua", "check_commit", 4, 6)
+        self.check_read_script = client.register_script(read_one)
+        self.check_read_many = client.register_script(read_many)
+        self.check_commit_script = client.register_script(commit_one)
+        self.check_commit_many = client.register_script(commit_many)
         self._account_commit = client.register_script(_script("account_commit.lua"))
         self._ingest_prices = client.register_script(_script("ingest_prices.lua"))
         self._config: ConfigSnapshot | None = None

@@ -6,38 +6,42 @@
 -- Returns {1, decision} for a repeated order id; {2, state, state_ver, cfgver} for an
 -- unknown account; otherwise {0, state, state_ver, cfgver, account, positions,
 -- symbols, prices, orders_in_window, hwm, day_start, day_id}.
-local seen = redis.call('GET', KEYS[1])
-if seen then return {1, seen} end
-local st = redis.call('HMGET', KEYS[2], 'state', 'ver')
-local cfg = redis.call('GET', KEYS[7]) or '0'
-local acct = redis.call('HGETALL', KEYS[3])
-if #acct == 0 then return {2, st[1] or '', st[2] or '', cfg} end
-local pos = redis.call('HGETALL', KEYS[4])
-local syms = {ARGV[1]}
-for i = 1, #pos, 2 do
-  if pos[i] ~= ARGV[1] then syms[#syms + 1] = pos[i] end
+-- Defines check_read(KEYS, ARGV); the store appends the call (one order) or a loop over
+-- consecutive groups of 7 keys and 4 arguments (a batch: one invocation).
+local function check_read(KEYS, ARGV)
+  local seen = redis.call('GET', KEYS[1])
+  if seen then return {1, seen} end
+  local st = redis.call('HMGET', KEYS[2], 'state', 'ver')
+  local cfg = redis.call('GET', KEYS[7]) or '0'
+  local acct = redis.call('HGETALL', KEYS[3])
+  if #acct == 0 then return {2, st[1] or '', st[2] or '', cfg} end
+  local pos = redis.call('HGETALL', KEYS[4])
+  local syms = {ARGV[1]}
+  for i = 1, #pos, 2 do
+    if pos[i] ~= ARGV[1] then syms[#syms + 1] = pos[i] end
+  end
+  local px = redis.call('HMGET', KEYS[5], unpack(syms))
+  for i = 1, #px do if not px[i] then px[i] = '' end end
+  -- Sliding-window rate limit on the server's clock, shared by every worker.
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local window = tonumber(ARGV[2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - window)
+  redis.call('ZADD', KEYS[6], now, ARGV[3])
+  local n = redis.call('ZCARD', KEYS[6])
+  redis.call('PEXPIRE', KEYS[6], window)
+  -- Peak and day-start equity as the monitor last raised or reset them (8-byte slots).
+  local shard, slot = nil, nil
+  for i = 1, #acct, 2 do
+    if acct[i] == 'shard' then shard = acct[i + 1] elseif acct[i] == 'slot' then slot = acct[i + 1] end
+  end
+  local hwm, day, dayid = '', '', ''
+  if shard and slot then
+    local base = ARGV[4] .. shard
+    local off = tonumber(slot) * 8
+    hwm = redis.call('GETRANGE', base .. ':hwm', off, off + 7)
+    day = redis.call('GETRANGE', base .. ':day', off, off + 7)
+    dayid = redis.call('GET', base .. ':dayid') or ''
+  end
+  return {0, st[1] or '', st[2] or '', cfg, acct, pos, syms, px, n, hwm, day, dayid}
 end
-local px = redis.call('HMGET', KEYS[5], unpack(syms))
-for i = 1, #px do if not px[i] then px[i] = '' end end
--- Sliding-window rate limit on the server's clock, shared by every worker.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - window)
-redis.call('ZADD', KEYS[6], now, ARGV[3])
-local n = redis.call('ZCARD', KEYS[6])
-redis.call('PEXPIRE', KEYS[6], window)
--- Peak and day-start equity as the monitor last raised or reset them (8-byte slots).
-local shard, slot = nil, nil
-for i = 1, #acct, 2 do
-  if acct[i] == 'shard' then shard = acct[i + 1] elseif acct[i] == 'slot' then slot = acct[i + 1] end
-end
-local hwm, day, dayid = '', '', ''
-if shard and slot then
-  local base = ARGV[4] .. shard
-  local off = tonumber(slot) * 8
-  hwm = redis.call('GETRANGE', base .. ':hwm', off, off + 7)
-  day = redis.call('GETRANGE', base .. ':day', off, off + 7)
-  dayid = redis.call('GET', base .. ':dayid') or ''
-end
-return {0, st[1] or '', st[2] or '', cfg, acct, pos, syms, px, n, hwm, day, dayid}

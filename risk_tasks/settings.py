@@ -8,6 +8,7 @@ documents its unit. Nothing secret has a default: passwords come in through the 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -96,7 +97,24 @@ class Settings:
     task_max_retries: int = 5
     """Retries of an action task (liquidation, unwind, alert) before dead-lettering."""
     retry_backoff_max_seconds: float = 30.0
-    """Cap of the jittered exponential back-off between retries."""
+    """Cap of the jittered exponential back-off between retries, seconds. Never more
+    than half of ``visibility_timeout_seconds`` is used: a retry waiting in a worker
+    longer than the visibility timeout would be delivered a second time."""
+    retry_backoff_base_seconds: float = 0.5
+    """First back-off step, seconds: with ``c = min(cap, base * 2**n)``, retry ``n``
+    waits a random time in ``[c / 2, c]``."""
+    lease_ttl_seconds: float = 10.0
+    """Per-account action lease (liquidation, unwind), seconds. Renewed before every
+    gateway call, so it must exceed ``gateway_timeout_seconds``; a worker that dies
+    holding it blocks the account for at most this long. Keep it below the visibility
+    timeout so a redelivered action finds the lease free."""
+    lease_wait_seconds: float = 5.0
+    """How long an action waits for the account lease before it retries later, seconds."""
+    action_progress_ttl_seconds: int = 7 * 86_400
+    """How long the progress of a liquidation episode or unwind is kept in Redis
+    (seconds); a repeat of the same episode or stop within it does nothing twice."""
+    alert_webhook_timeout_seconds: float = 5.0
+    """Timeout of one webhook POST, seconds."""
     alert_sinks: tuple[str, ...] = ("log", "redis")
     """Where alerts go: any of ``log``, ``redis`` (pub/sub), ``webhook``."""
     alert_webhook_url: str = ""
@@ -112,11 +130,15 @@ class Settings:
     flower_basic_auth: str = ""
     """``user:password`` for Flower. Flower refuses to start without it (see riskctl run)."""
     metrics_port: int = 9808
-    """Port of a worker host's ``/metrics`` and ``/health`` endpoint. 0: off."""
+    """Port of a worker host's ``/metrics`` and ``/health`` endpoint. 0: off.
+    ``riskctl run`` gives its children this port and the next ones (one each)."""
+    metrics_host: str = "0.0.0.0"
+    """Address the ``/metrics`` endpoint listens on (``127.0.0.1``: this machine only)."""
     metrics_dir: str = ""
-    """Directory of prometheus-client multiprocess files; empty: a per-run temp dir."""
+    """Directory of prometheus-client multiprocess files, one per worker host (wiped when
+    the host starts); empty: a fresh temporary directory per host."""
     report_dir: str = "var/reports"
-    """Where compliance reports are written."""
+    """Where compliance reports are written (HTML, CSV and JSON, one set per period)."""
     log_json: bool = True
     """Structured JSON logs (one event per line)."""
     journal_batch: int = 2000
@@ -158,6 +180,10 @@ class Settings:
             raise SettingsError(f"RISK_ALERT_SINKS has unknown sinks {sorted(unknown_sinks)}")
         if not 0 < self.unwind_slice_fraction <= 1:
             raise SettingsError("RISK_UNWIND_SLICE_FRACTION must be in (0, 1]")
+        if self.lease_ttl_seconds <= self.gateway_timeout_seconds:
+            raise SettingsError("RISK_LEASE_TTL_SECONDS must exceed RISK_GATEWAY_TIMEOUT_SECONDS")
+        if self.task_max_retries < 0:
+            raise SettingsError("RISK_TASK_MAX_RETRIES must be at least 0")
 
     @property
     def is_postgres(self) -> bool:
@@ -176,7 +202,10 @@ def _parse(key: str, raw: str, default: Any) -> Any:
         if isinstance(default, int):
             return int(raw)
         if isinstance(default, float):
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError(raw)
+            return value
         if isinstance(default, tuple):
             return tuple(part.strip() for part in raw.split(",") if part.strip())
         return raw

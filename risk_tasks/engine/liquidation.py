@@ -5,9 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Mapping
 
-from risk_tasks.engine.model import Position, SymbolSpec
+from risk_tasks.engine.model import Position, SymbolSpec, exact
 
 
+@exact
 def plan_liquidation(
     balance: Decimal,
     positions: Mapping[str, Position],

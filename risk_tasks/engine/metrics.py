@@ -10,9 +10,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Mapping
 
-from risk_tasks.engine.model import ZERO, Metrics, Position, SymbolSpec
+from risk_tasks.engine.model import ZERO, Metrics, Position, SymbolSpec, exact
 
 
+@exact
 def compute_metrics(
     balance: Decimal,
     positions: Mapping[str, Position],
@@ -81,6 +82,7 @@ def is_liquidatable(metrics: Metrics) -> bool:
     return metrics.open_positions > 0 and metrics.equity < metrics.maintenance_margin
 
 
+@exact
 def liquidation_price(
     symbol: str,
     balance: Decimal,

@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import (
+    ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, InvalidOperation, Overflow, localcontext,
+)
 from enum import Enum
-from typing import Mapping
+from functools import wraps
+from typing import Callable, Mapping, TypeVar
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
+
+# Inputs reach 1e18 with 18 decimals and products of two of them need 36 digits on each
+# side of the point: 80 significant digits keep every sum and product of the formulas
+# exact, whatever the caller's own Decimal context is. Quotients are rounded at 80.
+ENGINE_CONTEXT = Context(prec=80, rounding=ROUND_HALF_EVEN,
+                         traps=[InvalidOperation, DivisionByZero, Overflow])
+
+F = TypeVar("F", bound=Callable)
+
+
+def exact(fn: F) -> F:
+    """Run an engine function in ``ENGINE_CONTEXT`` (about 1 us per call)."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        with localcontext(ENGINE_CONTEXT):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 class Side(str, Enum):

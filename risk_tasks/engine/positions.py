@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from risk_tasks.engine.model import ZERO, Position
+from risk_tasks.engine.model import ZERO, Position, exact
 
 
+@exact
 def apply_fill(
     position: Position | None, symbol: str, signed_quantity: Decimal, price: Decimal
 ) -> tuple[Position, Decimal]:

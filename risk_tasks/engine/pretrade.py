@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 from risk_tasks.engine.metrics import compute_metrics
 from risk_tasks.engine.model import (
     Account, Mark, Metrics, Order, OrderType, Policy, Position, Reason, SymbolSpec,
-    TradingState,
+    TradingState, exact,
 )
 from risk_tasks.engine.policies import evaluate
 from risk_tasks.engine.positions import apply_fill, raises_margin, reduces_exposure
@@ -76,6 +76,7 @@ def reject(reason: Reason, message: str, violations: Sequence[str] | None = None
 
 # -- PRE-TRADE CHECKS --
 
+@exact
 def decide(order: Order, ctx: CheckContext) -> Decision:
     """Approve or reject ``order`` (already validated) against ``ctx``."""
     if ctx.platform_state is TradingState.HALTED:
@@ -127,7 +128,7 @@ def decide(order: Order, ctx: CheckContext) -> Decision:
                               f"{mark}; the collar is {float(spec.price_collar):.2%}")
     else:
         fill_price = mark
-    order_notional = order.quantity * fill_price
+    order_notional = abs(delta) * fill_price  # a reduce-only order fills at most its clip
     if spec.max_order_notional is not None and order_notional > spec.max_order_notional:
         return reject(Reason.MAX_ORDER_NOTIONAL,
                       f"order notional {order_notional:.2f} exceeds the maximum "

@@ -8,6 +8,7 @@ fields are refused too: a misspelt ``reduceOnly`` must not silently do nothing.
 from __future__ import annotations
 
 import math
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 
@@ -23,6 +24,9 @@ MAX_PRICE = Decimal("1e12")
 MAX_MONEY = Decimal("1e18")
 MIN_EXPONENT = -18  # at most 18 decimal places
 MAX_PRICES_PER_TICK = 10_000
+# Plain ASCII decimals only: Decimal() itself would also take "1_000", "NaN" or
+# Arabic-Indic digits, none of which belongs in an order.
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,4})?", re.ASCII)
 
 ORDER_FIELDS = frozenset({
     "order_id", "account_id", "symbol", "side", "quantity", "price", "order_type",
@@ -107,12 +111,14 @@ def to_decimal(value: Any, field: str, *, positive: bool = False, non_negative: 
     else:
         if len(value) > 64:
             raise InvalidInput(field, "is too long for a number")
-        try:
-            number = Decimal(value.strip())
-        except InvalidOperation:
-            raise InvalidInput(field, f"is not a number: {value[:32]!r}") from None
-        if not number.is_finite():
-            raise InvalidInput(field, "must be a finite number")
+        text = value.strip()
+        if not _DECIMAL_TEXT.fullmatch(text):
+            raise InvalidInput(field, f"is not a plain decimal number: {value[:32]!r}")
+        number = Decimal(text)
+    # Compare magnitudes by exponent first: abs() of a number beyond the context's range
+    # would raise instead of answering.
+    if number and number.adjusted() > maximum.adjusted() + 1:
+        raise InvalidInput(field, f"must be at most {maximum} in size")
     if abs(number) > maximum:
         raise InvalidInput(field, f"must be at most {maximum} in size")
     if number and number.normalize().as_tuple().exponent < MIN_EXPONENT:
@@ -159,6 +165,8 @@ def timestamp(raw: Mapping[str, Any], field: str, *, required: bool = False) -> 
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidInput(field, f"must be epoch seconds (a number), got {type(value).__name__}")
+    if isinstance(value, int) and abs(value) > 10**12:
+        raise InvalidInput(field, "must be epoch seconds between 1970 and 3000")
     ts = float(value)
     if not math.isfinite(ts) or ts < 0 or ts > 32503680000:  # year 3000
         raise InvalidInput(field, "must be epoch seconds between 1970 and 3000")

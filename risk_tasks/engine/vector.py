@@ -4,8 +4,13 @@ The same formulas as ``metrics.compute_metrics``, for every account of a shard i
 handful of array operations: positions are rows (account slot, symbol index, quantity,
 entry); per-account sums are ``np.bincount`` over the slot column. Results match the
 exact ``Decimal`` formulas to about 1e-12 relative (tests/unit/test_vector.py checks
-1e-9); a decision whose inputs sit closer to its threshold than ``AMBIGUITY`` is
-flagged so the caller can decide it again exactly.
+1e-9).
+
+Equity is a remainder (balance plus PnL that may nearly cancel it), so its float error
+is bounded by the gross size of its terms, not by its own size: ``equity_error`` is
+``EQUITY_ERROR`` times ``|balance| + sum |q| (mark + entry)``. A decision that would come
+out differently anywhere within that band, or whose value sits within ``AMBIGUITY``
+(relative) of its threshold, is flagged ambiguous so the caller decides it again exactly.
 
 Pure: arrays in, arrays out; no Redis, no Celery.
 """
@@ -22,6 +27,9 @@ from risk_tasks.engine.model import Policy, PolicyType
 from risk_tasks.engine.policies import CONCENTRATION_PREFIX
 
 AMBIGUITY = 1e-9  # relative distance to a threshold below which float64 is not trusted
+# A float64 sum of k terms is off by at most about k * 1.1e-16 of their gross size; this
+# covers sums of a few hundred terms (accounts hold at most a few dozen positions).
+EQUITY_ERROR = 5e-14
 
 _COMPARE = {
     "less_than": np.less,
@@ -67,6 +75,7 @@ class Sweep:
     liquidatable: np.ndarray  # bool
     liquidation_ambiguous: np.ndarray  # bool: too close to call in float64
     notional_by_pos: np.ndarray  # float64[p]
+    equity_error: np.ndarray  # bound of equity's float error
 
 
 def evaluate(book: Book, marks: np.ndarray, imr: np.ndarray, mmr: np.ndarray,
@@ -92,6 +101,9 @@ def evaluate(book: Book, marks: np.ndarray, imr: np.ndarray, mmr: np.ndarray,
     maintenance = np.bincount(slot, notional_p * mmr[book.pos_sym], minlength=n)
     open_positions = np.bincount(slot, minlength=n)
     unpriced = np.bincount(slot, missing, minlength=n) > 0
+    gross = np.abs(book.balance) + np.bincount(
+        slot, np.abs(q) * (np.abs(m_safe) + np.abs(book.pos_entry)), minlength=n)
+    equity_error = EQUITY_ERROR * gross
     equity = book.balance + upnl
     new_peak = np.where(unpriced, peak, np.fmax(peak, equity))
     daily = np.where(np.isnan(daily), equity, daily)
@@ -102,15 +114,16 @@ def evaluate(book: Book, marks: np.ndarray, imr: np.ndarray, mmr: np.ndarray,
         leverage = np.where(equity > 0, notional / equity,
                             np.where(notional > 0, np.inf, 0.0))
     has = open_positions > 0
-    scale = np.maximum(np.maximum(np.abs(equity), np.abs(maintenance)), 1.0)
+    band = equity_error + EQUITY_ERROR * maintenance + AMBIGUITY * np.maximum(
+        np.maximum(np.abs(equity), maintenance), 1.0) * 1e-3
     return Sweep(
         equity=equity, upnl=upnl, notional=notional, margin_used=margin_used,
         maintenance=maintenance, open_positions=open_positions, unpriced=unpriced,
         peak=new_peak, daily=daily, drawdown_daily=np.maximum(dd_daily, 0.0),
         drawdown_max=np.maximum(dd_max, 0.0), margin_ratio=margin_ratio, leverage=leverage,
         liquidatable=has & (equity < maintenance),
-        liquidation_ambiguous=has & (np.abs(equity - maintenance) <= AMBIGUITY * scale),
-        notional_by_pos=notional_p,
+        liquidation_ambiguous=has & (np.abs(equity - maintenance) <= band),
+        notional_by_pos=notional_p, equity_error=equity_error,
     )
 
 
@@ -125,27 +138,50 @@ def holds(book: Book, symbol_index: int) -> np.ndarray:
     return np.bincount(book.pos_slot[mask], minlength=book.n) > 0
 
 
-def metric_values(book: Book, sweep: Sweep, metric: str,
-                  symbol_index: dict[str, int]) -> np.ndarray:
+def metric_values(book: Book, sweep: Sweep, metric: str, symbol_index: dict[str, int],
+                  equity: np.ndarray | None = None,
+                  held_cache: dict[int, np.ndarray] | None = None) -> np.ndarray:
     """The compared value of a policy metric per account, with the undefined values read
     as in ``policies.comparable_value`` (margin_ratio +inf without margin; leverage and
-    concentrations +inf with exposure and equity <= 0)."""
-    if metric == "leverage":
-        return sweep.leverage
-    if metric == "margin_ratio":
-        return sweep.margin_ratio
-    if metric == "drawdown_daily":
-        return sweep.drawdown_daily
-    if metric == "drawdown_max":
-        return sweep.drawdown_max
+    concentrations +inf with exposure and equity <= 0). ``equity`` replaces the sweep's
+    (to see how a decision moves within equity's error band)."""
+    if equity is None:
+        if metric == "leverage":
+            return sweep.leverage
+        if metric == "margin_ratio":
+            return sweep.margin_ratio
+        if metric == "drawdown_daily":
+            return sweep.drawdown_daily
+        if metric == "drawdown_max":
+            return sweep.drawdown_max
+        equity = sweep.equity
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if metric == "leverage":
+            return _per_equity(sweep.notional, equity)
+        if metric == "margin_ratio":
+            return np.where(sweep.margin_used > 0, equity / sweep.margin_used, np.inf)
+        if metric == "drawdown_daily":
+            return np.maximum(np.where(sweep.daily > 0, (sweep.daily - equity) / sweep.daily,
+                                       0.0), 0.0)
+        if metric == "drawdown_max":
+            peak = np.fmax(sweep.peak, equity)
+            return np.maximum(np.where(peak > 0, (peak - equity) / peak, 0.0), 0.0)
     symbol = metric[len(CONCENTRATION_PREFIX):]
     index = symbol_index.get(symbol)
     if index is None:
         return np.zeros(book.n)
-    held = symbol_notional(book, sweep, index)
+    held = None if held_cache is None else held_cache.get(index)
+    if held is None:
+        held = symbol_notional(book, sweep, index)
+        if held_cache is not None:
+            held_cache[index] = held
+    return _per_equity(held, equity)
+
+
+def _per_equity(amount: np.ndarray, equity: np.ndarray) -> np.ndarray:
+    """``amount / equity``; +inf with an amount and equity <= 0, 0 without an amount."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(sweep.equity > 0, held / sweep.equity,
-                        np.where(held > 0, np.inf, 0.0))
+        return np.where(equity > 0, amount / equity, np.where(amount > 0, np.inf, 0.0))
 
 
 @dataclass
@@ -168,6 +204,9 @@ def policy_hits(book: Book, sweep: Sweep, policies: Sequence[Policy], applies: n
     """
     hits = []
     base = np.ones(book.n, dtype=bool) if applies is None else applies
+    low = sweep.equity - sweep.equity_error
+    high = sweep.equity + sweep.equity_error
+    held_cache: dict[int, np.ndarray] = {}
     for policy in policies:
         if not policy.enabled or policy.scope == "strategy":
             continue
@@ -182,20 +221,27 @@ def policy_hits(book: Book, sweep: Sweep, policies: Sequence[Policy], applies: n
             if index is None:
                 continue
             scope = base & holds(book, index)
-        values = metric_values(book, sweep, policy.metric, symbol_index)
+        values = metric_values(book, sweep, policy.metric, symbol_index, held_cache=held_cache)
         threshold = float(policy.threshold)
-        ok = _COMPARE[policy.operator](values, threshold)
-        near = np.abs(values - threshold) <= AMBIGUITY * np.maximum(np.abs(threshold), 1.0)
-        hits.append(PolicyHits(policy, scope & ~ok, scope & near, values))
+        compare = _COMPARE[policy.operator]
+        ok = compare(values, threshold)
+        unsure = np.abs(values - threshold) <= AMBIGUITY * np.maximum(np.abs(threshold), 1.0)
+        for bound in (low, high):
+            moved = metric_values(book, sweep, policy.metric, symbol_index, bound, held_cache)
+            unsure |= compare(moved, threshold) != ok
+        hits.append(PolicyHits(policy, scope & ~ok, scope & unsure, values))
     if max_leverage is not None:
         capped = base & ~np.isnan(max_leverage)
         if capped.any():
             cap = np.where(np.isnan(max_leverage), np.inf, max_leverage)
             policy = Policy("Account Max Leverage", PolicyType.HARD, "leverage",
                             "less_than_or_equal", Decimal(0))
-            near = np.abs(sweep.leverage - cap) <= AMBIGUITY * np.maximum(cap, 1.0)
-            hits.append(PolicyHits(policy, capped & (sweep.leverage > cap), capped & near,
-                                   sweep.leverage))
+            over = sweep.leverage > cap
+            with np.errstate(invalid="ignore"):  # inf - inf where uncapped: never unsure
+                unsure = np.abs(sweep.leverage - cap) <= AMBIGUITY * np.maximum(cap, 1.0)
+            for bound in (low, high):
+                unsure |= (_per_equity(sweep.notional, bound) > cap) != over
+            hits.append(PolicyHits(policy, capped & over, capped & unsure, sweep.leverage))
     return hits
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.services import PostgresServer, RedisServer
-from tests.support.workers import Worker
+from tests.support.workers import PrivateBroker, Worker
 
 _servers: dict[str, object] = {}
 
@@ -123,3 +123,14 @@ def worker_factory(app):  # noqa: ANN001, ANN201
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture()
+def private_broker(app):  # noqa: ANN001, ANN201
+    """A broker of this test's own (Redis DBs 3 and 4 beside the session's 0, 1 and 2):
+    only the workers started with ``private_broker.start_worker`` consume it, and
+    ``private_broker.app`` sends to them. See PrivateBroker."""
+    base = os.environ["RISK_BROKER_URL"].rsplit("/", 1)[0]
+    broker = PrivateBroker(broker_url=f"{base}/3", backend_url=f"{base}/4")
+    yield broker
+    broker.close()

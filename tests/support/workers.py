@@ -77,3 +77,64 @@ class Worker:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+
+@dataclass
+class PrivateBroker:
+    """A broker and result backend of their own, on spare databases of the test Redis.
+
+    Workers started here, and the app that talks to them, share the hot state (and the
+    database) with everything else, but no other worker, such as the session worker,
+    can take their messages. Tests that must know exactly which workers consume a queue
+    (none at all, two named ones, one that gets killed) use this, whatever else runs.
+    """
+
+    broker_url: str
+    backend_url: str
+    app: object = None  # celery.Celery, built in __post_init__
+    workers: list[Worker] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from celery import Celery
+
+        app = Celery("risk-private", set_as_current=False)
+        app.config_from_object("celeryconfig")
+        app.conf.update(broker_url=self.broker_url, result_backend=self.backend_url)
+        self.app = app
+        self.flush()
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"RISK_BROKER_URL": self.broker_url, "RISK_RESULT_BACKEND": self.backend_url}
+
+    def start_worker(self, **kwargs) -> Worker:  # noqa: ANN003
+        """A worker on this broker (``env`` entries in kwargs are added to the broker's)."""
+        kwargs["env"] = {**kwargs.get("env", {}), **self.env}
+        worker = Worker(**kwargs)
+        self.workers.append(worker)
+        return worker.start(self.app)
+
+    def queue_length(self, queue: str) -> int:
+        import redis
+
+        client = redis.Redis.from_url(self.broker_url)
+        try:
+            return int(client.llen(queue))
+        finally:
+            client.close()
+
+    def flush(self) -> None:
+        import redis
+
+        for url in (self.broker_url, self.backend_url):
+            client = redis.Redis.from_url(url)
+            try:
+                client.flushdb()
+            finally:
+                client.close()
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.app.close()
+        self.flush()

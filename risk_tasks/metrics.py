@@ -9,17 +9,33 @@ per worker host process) and is the first importer in every worker.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 from risk_tasks.settings import get_settings
 
 if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-    _dir = get_settings().metrics_dir or tempfile.mkdtemp(prefix="risk-metrics-")
+    _dir = get_settings().metrics_dir
+    if not _dir:
+        # A directory of this process tree only: removed when the process that made it
+        # exits (forked pool children leave through os._exit and never run atexit).
+        _dir = tempfile.mkdtemp(prefix="risk-metrics-")
+        atexit.register(lambda owner=os.getpid(), path=_dir: os.getpid() == owner
+                        and shutil.rmtree(path, ignore_errors=True))
     os.makedirs(_dir, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _dir
 
 from prometheus_client import Counter, Gauge, Histogram  # noqa: E402
+from prometheus_client import values as _values  # noqa: E402
+
+# The ``celery`` command imports Flower's CLI plug-in, and with it prometheus_client,
+# before any of our code runs, so the client chose its single-process value class
+# while PROMETHEUS_MULTIPROC_DIR was still unset. Choose again now that it is set (only
+# then: a second multiprocess value class would map the same files twice).
+if _values.ValueClass is _values.MutexValue:
+    _values.ValueClass = _values.get_value_class()
 
 # Fine buckets below 10 ms so that a 1 ms p99 can be read off the histogram.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005,
@@ -64,6 +80,13 @@ CIRCUIT_BREAKER_TRIPS = Counter("risk_circuit_breaker_trips_total",
 DEAD_LETTERS = Counter("risk_dead_letters_total", "Tasks dead-lettered", ["task"])
 AUDIT_BACKLOG = Gauge("risk_audit_backlog", "Journal records not yet in the database",
                       ["stream"], multiprocess_mode="mostrecent")
+
+# -- HOST --
+# Read from Redis by each host's /metrics endpoint at scrape time (risk_tasks/exporter.py),
+# together with risk_audit_backlog and risk_emergency_stop_active, so they are current
+# even when no task has run lately.
+REDIS_UP = Gauge("risk_redis_up", "1 when the host's hot-state Redis answers a PING",
+                 multiprocess_mode="mostrecent")
 
 
 def observe_check(outcome) -> None:  # noqa: ANN001 - risk_tasks.pretrade.Outcome

@@ -2,6 +2,7 @@
 
 from celery.signals import after_setup_logger, worker_process_init
 
+import risk_tasks.exporter  # noqa: F401  (the /metrics endpoint and its multiprocess files)
 from risk_tasks.logs import configure_logging
 from risk_tasks.runtime import reset_runtime
 

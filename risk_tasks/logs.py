@@ -59,7 +59,10 @@ def configure_logging(logger: logging.Logger | None = None, level: int | str | N
 
 
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
-    logger.log(level, event, extra=fields)
+    """One structured line; ``exc_info``/``stack_info`` go to logging, the rest to fields."""
+    exc_info = fields.pop("exc_info", None)
+    stack_info = bool(fields.pop("stack_info", False))
+    logger.log(level, event, extra=fields, exc_info=exc_info, stack_info=stack_info)
 
 
 __all__ = ["configure_logging", "log_event", "JsonFormatter", "time"]

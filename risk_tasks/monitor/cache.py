@@ -84,11 +84,17 @@ class ShardCache:
         pipe = client.pipeline(transaction=False)
         pipe.xinfo_stream(chg)
         pipe.llen(keys.shard_members(self.shard))
+        pipe.lindex(keys.shard_members(self.shard), 0)
         pipe.xrange(chg, min=f"({self.stream_id[0]}-{self.stream_id[1]}",
                     count=MAX_CHANGES_PER_TICK)
-        info, members, entries = pipe.execute(raise_on_error=False)
+        info, members, first, entries = pipe.execute(raise_on_error=False)
         if isinstance(info, Exception) or isinstance(entries, Exception):
             # No stream at all: the shard was flushed (or never had an account).
+            self.load(client)
+            return "load"
+        if self.ids and (first or b"").decode() != self.ids[0]:
+            # The member list is not the one this copy was made from: the state was
+            # emptied and loaded again between two ticks.
             self.load(client)
             return "load"
         last = _parse_id(info["last-generated-id"])

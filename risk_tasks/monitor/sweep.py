@@ -72,8 +72,11 @@ class ShardEvaluator:
         cache.marks_arrays(self.redis, marks_version)
         today = day_id(tick_ts)
         reset_day = cache.day_id != today
+        # No day id at all (a fresh or rebuilt state) is not a new day: the day-start
+        # equity the accounts came with stands, and equity where they came without one.
+        new_day = reset_day and bool(cache.day_id)
         peak_in = np.fmax(cache.peak_base, cache.hwm)
-        daily_in = np.full(cache.n, np.nan) if reset_day else \
+        daily_in = np.full(cache.n, np.nan) if new_day else \
             np.where(np.isnan(cache.day), cache.daily_base, cache.day)
         book = cache.book()
         if shocks is not None:

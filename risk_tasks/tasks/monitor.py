@@ -139,7 +139,9 @@ def reset_daily() -> dict:
     rt = runtime()
     pipe = rt.redis.pipeline(transaction=False)
     for shard in range(rt.settings.shards):
-        pipe.delete(keys.shard_dayid(shard))
+        # A day id that is no day: the next tick starts a new day (no day id at all
+        # means a fresh state, whose ingested day-start equity stands).
+        pipe.set(keys.shard_dayid(shard), "reset")
         pipe.incr(keys.shard_marks_version(shard))
     pipe.execute()
     return {"ok": True, "shards": rt.settings.shards}

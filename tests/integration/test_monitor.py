@@ -396,12 +396,6 @@ def test_market_wide_move_sends_storm_summaries_liquidates_each_and_keeps_tradin
 
 # -- DAY-START EQUITY --
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the first tick of a shard with no day id (fresh state, or after `riskctl state "
-    "rebuild`, which deletes it) resets every account's day-start equity to equity, so a "
-    "daily_start_equity ingested during the day is discarded and the Daily Drawdown "
-    "Warning never fires for losses before that tick (sweep.py: reset_day = cache.day_id "
-    "!= today)"))
 def test_day_start_equity_ingested_during_the_day_is_kept_by_the_first_tick(monitor):
     # given: an account whose day started at 12 000 and is now worth 10 000
     world = monitor

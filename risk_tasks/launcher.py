@@ -12,14 +12,13 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Callable
 
-from risk_tasks.roles import ROLES, beat_command, worker_command
+from risk_tasks.roles import ROLES, beat_command, flower_command, worker_command
 
 
 @dataclass
@@ -64,9 +63,7 @@ def children(flower_port: int, with_flower: bool, log_dir: Path) -> list[Child]:
     procs.append(Child("beat", beat_command(schedule_file=str(log_dir / "celerybeat-schedule"))))
     if with_flower:
         auth, _ = flower_credentials()
-        procs.append(Child("flower", [sys.executable, "-m", "celery", "-A", "risk_tasks",
-                                      "flower", "--address=127.0.0.1", f"--port={flower_port}"],
-                           {"FLOWER_BASIC_AUTH": auth}))
+        procs.append(Child("flower", flower_command(flower_port), {"FLOWER_BASIC_AUTH": auth}))
     return procs
 
 

@@ -59,3 +59,11 @@ def worker_command(role: str, name: str | None = None, concurrency: int | None =
 def beat_command(python: str | None = None, schedule_file: str = "var/celerybeat-schedule") -> list[str]:
     return [python or sys.executable, "-m", "celery", "-A", "risk_tasks", "beat",
             "-s", schedule_file, "-l", "info"]
+
+
+def flower_command(port: int = 5555, address: str = "127.0.0.1",
+                   python: str | None = None) -> list[str]:
+    """The ``celery flower`` command line. Its credentials are not on it (``ps`` would
+    show them): Flower reads ``FLOWER_BASIC_AUTH=user:password`` from its environment."""
+    return [python or sys.executable, "-m", "celery", "-A", "risk_tasks", "flower",
+            f"--address={address}", f"--port={port}"]

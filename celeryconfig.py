@@ -75,6 +75,7 @@ task_routes = {
     "risk.reset_daily": {"queue": "monitor"},
     "risk.liquidate_account": {"queue": "liquidation"},
     "risk.unwind_account": {"queue": "unwind"},
+    "risk.unwind_shard": {"queue": "unwind"},
     "risk.send_alert": {"queue": "alerts"},
     "risk.compliance_report": {"queue": "reports"},
     "risk.dead_letter": {"queue": "dead_letter"},

@@ -12,6 +12,10 @@ TASK_MODULES = [
     "risk_tasks.tasks.ingest",
     "risk_tasks.tasks.journal",
     "risk_tasks.tasks.monitor",
+    "risk_tasks.tasks.liquidation",
+    "risk_tasks.tasks.unwind",
+    "risk_tasks.tasks.alerts",
+    "risk_tasks.tasks.dead_letters",
 ]
 
 app = Celery("risk", include=TASK_MODULES)

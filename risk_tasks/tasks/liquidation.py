@@ -1,0 +1,52 @@
+"""Liquidation task (queue ``liquidation``): ``risk.liquidate_account``.
+
+A thin adapter over ``risk_tasks.actions.Liquidation``, which makes an episode safe to
+run any number of times. ``acks_late`` with ``reject_on_worker_lost``: a worker that dies
+mid-way leaves the message to be delivered again (after the broker's visibility timeout),
+and the next run resumes the episode where it stopped. Transient failures retry with
+back-off; what still fails is dead-lettered and the episode recorded as ``failed``
+(``riskctl dlq replay`` resumes it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from risk_tasks import actions
+from risk_tasks.gateways import gateway_for
+from risk_tasks.runtime import runtime
+from risk_tasks.tasks.base import risk_task
+
+
+def _keys(account_id: Any = None, reason: Any = None, episode_id: Any = None,
+          *_: Any, **__: Any) -> tuple[Any, Any]:
+    return episode_id, account_id
+
+
+def _failed(rt, args: list, kwargs: dict, entry: dict) -> None:  # noqa: ANN001
+    try:
+        account_id, reason, episode_id = (list(args) + [None, None, None])[:3]
+        account_id = kwargs.get("account_id", account_id)
+        reason = kwargs.get("reason", reason)
+        episode_id = kwargs.get("episode_id", episode_id)
+    except AttributeError:
+        return
+    actions.liquidation_failed(rt, account_id, reason, episode_id, entry["error"])
+
+
+def notify(alert: dict) -> None:
+    from risk_tasks.app import app
+
+    app.send_task("risk.send_alert", args=[alert])
+
+
+@risk_task("risk.liquidate_account", acks_late=True, reject_on_worker_lost=True,
+           dead_letters=True, idempotency_key=_keys, on_dead_letter=_failed,
+           soft_time_limit=120, time_limit=150)
+def liquidate_account(account_id: Any, reason: Any, episode_id: Any) -> dict:
+    """Liquidate ``account_id`` for one breach (``episode_id``): cancel its orders, then
+    close whole positions, largest notional first, until ``equity >= remaining notional *
+    imr`` (everything when ``equity <= 0``). Idempotent per ``episode_id``."""
+    rt = runtime()
+    account, why, episode = actions.validate_liquidation(account_id, reason, episode_id)
+    return actions.Liquidation(rt, gateway_for(rt), account, why, episode, notify).run()

@@ -18,7 +18,26 @@ TASK_MODULES = [
     "risk_tasks.tasks.dead_letters",
 ]
 
-app = Celery("risk", include=TASK_MODULES)
+
+
+class RiskCelery(Celery):
+    """``send_task`` that knows when nobody will read the result.
+
+    Celery subscribes the sender to a task's result channel on every ``send_task``
+    unless told ``ignore_result=True``, even when the task never stores a result. The
+    monitor and the action tasks send alerts, liquidations and unwinds by name in bulk;
+    for a task registered in this process, its own ``ignore_result`` is the default.
+    """
+
+    def send_task(self, name, args=None, kwargs=None, **options):  # noqa: ANN001, ANN201
+        if "ignore_result" not in options and self.finalized:
+            task = self.tasks.get(name)
+            if task is not None and task.ignore_result:
+                options["ignore_result"] = True
+        return super().send_task(name, args, kwargs, **options)
+
+
+app = RiskCelery("risk", include=TASK_MODULES)
 app.config_from_object("celeryconfig")
 
 import risk_tasks.signals  # noqa: E402,F401  (connects process and logging signals)

@@ -13,6 +13,8 @@ as_root() {
 ensure_system_packages() {
   local missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
+  # prometheus and promtool: the tests check deploy/prometheus/ with them and scrape a worker
+  command -v promtool >/dev/null || missing+=(prometheus)
   if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     missing+=(postgresql)
   fi

@@ -167,6 +167,8 @@ class AccountAction:
         self.gateway = gateway
         self.account_id = account_id
         self.reference = reference
+        # Prefix of order (and fill) ids: unique per action *and* account.
+        self.order_prefix = reference
         self.progress = Progress(rt.redis, key, rt.settings.action_progress_ttl_seconds)
         self.lease = AccountLease(rt.redis, account_id, rt.settings.lease_ttl_seconds,
                                   rt.settings.lease_wait_seconds, holder)
@@ -228,7 +230,7 @@ class AccountAction:
             return
         self.touch()
         canceled = self.gateway.cancel_all_orders(self.account_id,
-                                                  request_id(self.reference, "cancel"))
+                                                  request_id(self.order_prefix, "cancel"))
         data["orders_canceled"] = canceled
         self.progress.save(data, self.cancel_records(data, canceled))
 
@@ -259,7 +261,7 @@ class AccountAction:
             raise PermanentError(f"{self.reference}: more than {MAX_STEPS} steps, giving up")
         step = data["next_step"]
         side = Side.SELL if position.quantity > 0 else Side.BUY
-        rid = request_id(self.reference, symbol, str(step))
+        rid = request_id(self.order_prefix, symbol, str(step))
         data["pending"] = {"step": step, "symbol": symbol, "side": side.value,
                            "quantity": str(quantity), "request_id": rid,
                            "position_quantity": str(position.quantity),
@@ -557,6 +559,7 @@ class Unwind(AccountAction):
         super().__init__(rt, gateway, account_id, stop_id, unwind_key(stop_id, account_id),
                          holder)
         self.stop_id = stop_id
+        self.order_prefix = f"{stop_id}:{account_id}"  # one stop unwinds many accounts
         self.fraction = Decimal(repr(rt.settings.unwind_slice_fraction))
         self.pause_seconds = rt.settings.unwind_pause_seconds
         self.sleep = sleep

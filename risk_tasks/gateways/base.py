@@ -87,7 +87,7 @@ class ExecutionGateway(ABC):
                        request_id: str, source: str, reference: str) -> Execution:
         """Close ``quantity`` of a position (``side`` opposite to it) and apply the fill."""
         execution = self._execute(account_id, symbol, side, quantity, request_id)
-        if (execution.symbol, execution.side) != (symbol, side) or \
+        if (execution.account_id, execution.symbol, execution.side) != (account_id, symbol, side) or \
                 not 0 < execution.quantity <= quantity or execution.price <= 0:
             raise PermanentGatewayError(
                 f"{self.name} gateway executed {execution} for a request to "

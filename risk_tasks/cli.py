@@ -387,6 +387,43 @@ def accounts_show(account_id: str, as_json: bool) -> None:
         sys.exit(EXIT_REFUSED)
 
 
+# -- REPORTS --
+
+@main.command()
+@click.option("--period", type=click.Choice(["hourly", "daily", "custom"]), default="hourly",
+              show_default=True)
+@click.option("--start", default=None,
+              help="ISO 8601, UTC (2026-11-01T09:00:00Z). hourly/daily: the hour or day that "
+                   "contains it (default: the last complete one). custom: required.")
+@click.option("--end", default=None, help="ISO 8601, UTC, excluded. custom only.")
+@click.option("--output-dir", default=None, help="Where the files go (default RISK_REPORT_DIR).")
+@click.option("--json", "as_json", is_flag=True)
+def report(period: str, start: str | None, end: str | None, output_dir: str | None,
+           as_json: bool) -> None:
+    """Build a compliance report now (HTML with charts, CSV, JSON; stored in the database)."""
+    from risk_tasks.reports import ReportError, build_report
+
+    runtime = rt()
+    try:
+        with infrastructure():
+            result = build_report(runtime.sessions, output_dir or runtime.settings.report_dir,
+                                  period, start, end)
+    except ReportError as exc:
+        err.print(f"[red]{exc}[/red]")
+        sys.exit(2)
+
+    def render(d: dict) -> None:
+        console.print(f"compliance report #{d['report_id']}: {d['period']} "
+                      f"{d['start']} to {d['end']}")
+        keys = ["order_checks", "rejected", "p99_us", "violations", "liquidations",
+                "emergency_stops", "operator_actions", "dead_letters"]
+        table([{"figure": k, "value": d[k]} for k in keys], ["figure", "value"])
+        for kind, path in d["paths"].items():
+            console.print(f"  {kind:4} {path}")
+
+    emit(result, as_json, render)
+
+
 # -- RUNNING --
 
 @main.command()
@@ -470,6 +507,111 @@ def simulate(n_accounts: int, n_symbols: int, rate: float, duration: float, seed
         final = Simulation(app, market, ids, rate=rate).run(
             duration, report=lambda s: click.echo(live_line(runtime, s)))
     click.echo("final: " + live_line(runtime, final))
+
+
+# -- DEAD LETTERS --
+
+@main.group()
+def dlq() -> None:
+    """Dead-lettered tasks: list, show, replay, purge."""
+
+
+def _operator(by: str | None) -> str:
+    return by or os.environ.get("USER") or "operator"
+
+
+@dlq.command("list")
+@click.option("--status", default="dead", show_default=True,
+              type=click.Choice(["dead", "replayed", "purged", "all"]))
+@click.option("--task", "task_name", default=None, help="Only this task name.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True)
+def dlq_list(status: str, task_name: str | None, limit: int, as_json: bool) -> None:
+    """Dead letters, newest first."""
+    from risk_tasks import dlq as dead_letters
+
+    with infrastructure():
+        rows = dead_letters.list_dead_letters(rt().sessions, None if status == "all" else status,
+                                              task_name, limit)
+    emit(rows, as_json, lambda d: table(d, ["id", "dead_letter_id", "task_name",
+                                            "idempotency_key", "attempts", "status",
+                                            "created_at", "error"],
+                                        f"dead letters ({status})"))
+
+
+@dlq.command("show")
+@click.argument("ident")
+@click.option("--json", "as_json", is_flag=True)
+def dlq_show(ident: str, as_json: bool) -> None:
+    """One dead letter in full: arguments, error, traceback (IDENT: row id or dead_letter_id)."""
+    from risk_tasks import dlq as dead_letters
+
+    with infrastructure():
+        try:
+            data = dead_letters.show(rt().sessions, ident)
+        except dead_letters.DeadLetterError as exc:
+            err.print(f"[red]{exc}[/red]")
+            sys.exit(EXIT_REFUSED)
+
+    def render(d: dict) -> None:
+        for key in ("id", "dead_letter_id", "task_name", "task_id", "idempotency_key",
+                    "attempts", "status", "created_at", "replayed_at", "replayed_by",
+                    "replay_task_id"):
+            console.print(f"[bold]{key}[/bold]: {d.get(key)}")
+        console.print(f"[bold]args[/bold]: {orjson.dumps(d['args']).decode()}")
+        console.print(f"[bold]kwargs[/bold]: {orjson.dumps(d['kwargs']).decode()}")
+        console.print(f"[bold]error[/bold]: {d['error']}")
+        if d.get("traceback"):
+            console.print(d["traceback"], markup=False, highlight=False)
+
+    emit(data, as_json, render)
+
+
+@dlq.command("replay")
+@click.argument("idents", nargs=-1, required=True)
+@click.option("--by", "by", default=None, help="Operator replaying (default: $USER).")
+@click.option("--force", is_flag=True, help="Replay a letter already replayed or purged.")
+@click.option("--json", "as_json", is_flag=True)
+def dlq_replay(idents: tuple[str, ...], by: str | None, force: bool, as_json: bool) -> None:
+    """Send dead-lettered tasks again with their original arguments."""
+    from risk_tasks import dlq as dead_letters
+    from risk_tasks.app import app
+
+    done, refused = [], []
+    with infrastructure():
+        runtime = rt()
+        for ident in idents:
+            try:
+                done.append(dead_letters.replay(runtime.sessions, app, runtime.redis, ident,
+                                                _operator(by), force=force))
+            except dead_letters.DeadLetterError as exc:
+                refused.append({"ident": ident, "error": str(exc)})
+    emit({"replayed": done, "refused": refused}, as_json, lambda d: (
+        table(d["replayed"], ["id", "dead_letter_id", "task_name", "replay_task_id"],
+              "replayed"),
+        [err.print(f"[red]{r['ident']}: {r['error']}[/red]") for r in d["refused"]]))
+    if refused:
+        sys.exit(EXIT_REFUSED)
+
+
+@dlq.command("purge")
+@click.argument("idents", nargs=-1)
+@click.option("--all", "all_dead", is_flag=True, help="Every dead letter still 'dead'.")
+@click.option("--by", "by", default=None, help="Operator purging (default: $USER).")
+@click.option("--json", "as_json", is_flag=True)
+def dlq_purge(idents: tuple[str, ...], all_dead: bool, by: str | None, as_json: bool) -> None:
+    """Mark dead letters purged (they stay in the table for the audit trail)."""
+    from risk_tasks import dlq as dead_letters
+
+    if bool(idents) == all_dead:
+        raise click.UsageError("give dead letter ids, or --all")
+    with infrastructure():
+        try:
+            count = dead_letters.purge(rt().sessions, list(idents), _operator(by), all_dead)
+        except dead_letters.DeadLetterError as exc:
+            err.print(f"[red]{exc}[/red]")
+            sys.exit(EXIT_REFUSED)
+    emit({"purged": count}, as_json, lambda d: click.echo(f"purged {d['purged']}"))
 
 
 if __name__ == "__main__":

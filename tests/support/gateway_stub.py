@@ -4,7 +4,8 @@ It serves the protocol of ``risk_tasks/gateways/http.py`` (a reference implement
 ``POST /orders`` executes a reduce-only market order at the price the test set for the
 symbol, once per ``client_order_id`` (a repeat answers the first execution);
 ``GET /orders/<id>`` answers an execution or 404; ``POST /accounts/<id>/cancel-all``
-cancels the open orders the test gave the account.
+cancels the open orders the test gave the account. ``POST /webhook`` takes an alert
+(the Slack-compatible sink) and keeps its body in ``webhooks``.
 
 The test drives failures: ``fail_next(n, status)`` answers the next ``n`` calls with
 ``status``; ``fail_always(status)`` every call until ``heal()``; ``delay`` holds every
@@ -28,6 +29,7 @@ class GatewayStub:
         self.open_orders: dict[str, int] = {}
         self.executions: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
+        self.webhooks: list[dict[str, Any]] = []
         self.failures: list[int] = []  # statuses of the next calls to fail
         self.always: int | None = None
         self.delay = 0.0
@@ -149,6 +151,10 @@ class GatewayStub:
                     if stub.delay and code == 200:
                         threading.Event().wait(stub.delay)
                     return self._reply(code, reply)
+                if self.path == "/webhook":
+                    with stub.lock:
+                        stub.webhooks.append(body)
+                    return self._reply(200, {"ok": True})
                 if self.path.startswith("/accounts/") and self.path.endswith("/cancel-all"):
                     account = unquote(self.path[len("/accounts/"):-len("/cancel-all")])
                     with stub.lock:

@@ -28,6 +28,20 @@ SCHEDULE = {
         "schedule": 1.0,
         "options": {"queue": "ingest", "expires": 5},
     },
+    # Compliance reports of the last complete hour and day (UTC), a few minutes after
+    # it ends so that the journal drain has written its last records.
+    "compliance-report-hourly": {
+        "task": "risk.compliance_report",
+        "schedule": crontab(minute=5),
+        "args": ("hourly",),
+        "options": {"queue": "reports", "expires": 3000},
+    },
+    "compliance-report-daily": {
+        "task": "risk.compliance_report",
+        "schedule": crontab(minute=15, hour=0),
+        "args": ("daily",),
+        "options": {"queue": "reports", "expires": 6 * 3600},
+    },
     "refresh-policies": {
         "task": "risk.refresh_policies",
         "schedule": 30.0,

@@ -16,6 +16,7 @@ TASK_MODULES = [
     "risk_tasks.tasks.unwind",
     "risk_tasks.tasks.alerts",
     "risk_tasks.tasks.dead_letters",
+    "risk_tasks.tasks.reports",
 ]
 
 

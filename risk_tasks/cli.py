@@ -424,43 +424,6 @@ def report(period: str, start: str | None, end: str | None, output_dir: str | No
     emit(result, as_json, render)
 
 
-# -- REPORTS --
-
-@main.command()
-@click.option("--period", type=click.Choice(["hourly", "daily", "custom"]), default="hourly",
-              show_default=True)
-@click.option("--start", default=None,
-              help="ISO 8601, UTC (2026-11-01T09:00:00Z). hourly/daily: the hour or day that "
-                   "contains it (default: the last complete one). custom: required.")
-@click.option("--end", default=None, help="ISO 8601, UTC, excluded. custom only.")
-@click.option("--output-dir", default=None, help="Where the files go (default RISK_REPORT_DIR).")
-@click.option("--json", "as_json", is_flag=True)
-def report(period: str, start: str | None, end: str | None, output_dir: str | None,
-           as_json: bool) -> None:
-    """Build a compliance report now (HTML with charts, CSV, JSON; stored in the database)."""
-    from risk_tasks.reports import ReportError, build_report
-
-    runtime = rt()
-    try:
-        with infrastructure():
-            result = build_report(runtime.sessions, output_dir or runtime.settings.report_dir,
-                                  period, start, end)
-    except ReportError as exc:
-        err.print(f"[red]{exc}[/red]")
-        sys.exit(2)
-
-    def render(d: dict) -> None:
-        console.print(f"compliance report #{d['report_id']}: {d['period']} "
-                      f"{d['start']} to {d['end']}")
-        keys = ["order_checks", "rejected", "p99_us", "violations", "liquidations",
-                "emergency_stops", "operator_actions", "dead_letters"]
-        table([{"figure": k, "value": d[k]} for k in keys], ["figure", "value"])
-        for kind, path in d["paths"].items():
-            console.print(f"  {kind:4} {path}")
-
-    emit(result, as_json, render)
-
-
 # -- RUNNING --
 
 @main.command()

@@ -33,6 +33,7 @@ def _mask(url: str) -> str:
 @contextlib.contextmanager
 def infrastructure() -> Iterator[None]:
     """Turn 'cannot reach Redis/the database' into a clear message and exit code 3."""
+    import kombu.exceptions
     import redis
     from sqlalchemy.exc import OperationalError
 
@@ -41,8 +42,11 @@ def infrastructure() -> Iterator[None]:
     settings = get_settings()
     try:
         yield
-    except redis.exceptions.ConnectionError as exc:
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         err.print(f"[red]cannot reach Redis at {_mask(settings.redis_url)}: {exc}[/red]")
+        sys.exit(EXIT_UNAVAILABLE)
+    except kombu.exceptions.OperationalError as exc:  # the broker, reached through Celery
+        err.print(f"[red]cannot reach the broker at {_mask(settings.broker_url)}: {exc}[/red]")
         sys.exit(EXIT_UNAVAILABLE)
     except OperationalError as exc:
         first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
@@ -181,6 +185,7 @@ def status(as_json: bool, timeout: float) -> None:
     with infrastructure():
         data = system_status(rt(), app, timeout)
         data["trading"] = emergency_status(rt().store)
+    data["database"] = _database_state()
 
     def render(d: dict) -> None:
         tr = d["trading"]
@@ -189,15 +194,37 @@ def status(as_json: bool, timeout: float) -> None:
                       + (f"  stop {tr['stop_id']} by {tr['by']}: {tr['reason']}"
                          if tr["state"] != "ACTIVE" else "")
                       + f"   restricted accounts: {tr['restricted_account_count']}")
-        table([{"worker": w, "queues": ",".join(q)} for w, q in d["workers"].items()],
-              ["worker", "queues"], "workers")
+        if d["workers"]:
+            table([{"worker": w, "queues": ",".join(q)} for w, q in d["workers"].items()],
+                  ["worker", "queues"], "workers")
+        else:
+            console.print(f"[red]workers: none answered within {timeout:g} s[/red]")
         table([{"queue": q, "depth": n} for q, n in d["queues"].items()], ["queue", "depth"],
               "queues")
         tick = d.get("last_tick") or {}
         console.print("last tick: " + (", ".join(f"{k}={v}" for k, v in tick.items()) or "none"))
         console.print(f"audit backlog: {d['backlog']}   price feed: {d['feed']}")
+        db_ok = d["database"] == "ok"
+        console.print("database: " + ("[green]ok[/green]" if db_ok
+                                      else f"[red]{d['database']}[/red]"))
 
     emit(data, as_json, render)
+    if data["database"] != "ok":
+        sys.exit(EXIT_UNAVAILABLE)  # everything else was shown; scripts see the outage
+
+
+def _database_state() -> str:
+    """``ok``, or why the system of record cannot be reached (one line)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        with rt().db_engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        detail = " ".join(str(exc.orig or exc).split())
+        return f"unreachable: {detail[:200]}"
+    return "ok"
 
 
 # -- TRADING STOPS --

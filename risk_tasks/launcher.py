@@ -58,9 +58,20 @@ def flower_credentials() -> tuple[str, bool]:
 
 
 def children(flower_port: int, with_flower: bool, log_dir: Path) -> list[Child]:
-    procs = [Child(f"worker-{role}", worker_command(role, name=role), dict(ROLES[role].env))
-             for role in ("pretrade", "monitor", "ops")]
-    procs.append(Child("beat", beat_command(schedule_file=str(log_dir / "celerybeat-schedule"))))
+    from risk_tasks.settings import get_settings
+
+    # One /metrics endpoint per host process: RISK_METRICS_PORT for the first, the next
+    # ports for the others (0 keeps every endpoint off).
+    base = get_settings().metrics_port
+
+    def port(i: int) -> dict[str, str]:
+        return {"RISK_METRICS_PORT": str(base + i if base else 0)}
+
+    procs = [Child(f"worker-{role}", worker_command(role, name=role),
+                   {**ROLES[role].env, **port(i)})
+             for i, role in enumerate(("pretrade", "monitor", "ops"))]
+    procs.append(Child("beat", beat_command(schedule_file=str(log_dir / "celerybeat-schedule")),
+                       port(3)))
     if with_flower:
         auth, _ = flower_credentials()
         procs.append(Child("flower", flower_command(flower_port), {"FLOWER_BASIC_AUTH": auth}))

@@ -39,8 +39,18 @@ def promtool(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
                           timeout=60)
 
 
-def test_promtool_accepts_the_configuration_and_its_rule_file():
-    result = promtool("check", "config", str(CONFIG))
+def mounted(tmp_path: Path) -> Path:
+    """The configuration as the container sees it: /etc/prometheus/ is this folder."""
+    folder = tmp_path / "etc-prometheus"
+    shutil.copytree(CONFIG.parent, folder)
+    config = folder / CONFIG.name
+    config.write_text(config.read_text().replace("/etc/prometheus/", f"{folder}/"))
+    return config
+
+
+def test_promtool_accepts_the_configuration_and_its_rule_file(tmp_path):
+    assert yaml.safe_load(CONFIG.read_text())["rule_files"] == ["/etc/prometheus/rules.yml"]
+    result = promtool("check", "config", str(mounted(tmp_path)))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 rule files found" in result.stdout + result.stderr
 

@@ -27,8 +27,8 @@ three positions each while the liquidation worker is SIGKILLed, then
 a new worker finishes (after the broker's visibility timeout). The kill comes when a
 random number (1 to N-1) of the trial's episodes has finished, so it lands mid-way. A trial counts episodes
 *lost* (not completed within the timeout) and *doubled* (a position closed more than
-once: more than one execution per account and symbol, or a balance that is not the
-initial balance plus each position's PnL once).
+once: more than one execution per account and symbol, or a finished account whose
+balance is not the initial balance plus each position's PnL once, or not flat).
 """
 
 from __future__ import annotations
@@ -323,12 +323,22 @@ def soak(args: argparse.Namespace) -> dict:
                 per_symbol[data["symbol"]] = per_symbol.get(data["symbol"], 0) + 1
             pnl = sum(((shocked[s] - Decimal(100)) * Decimal(10 + 5 * j)
                        for j, s in enumerate(symbols) if s not in account.positions), Decimal(0))
+            finished_ok = raw[i] is not None and \
+                orjson.loads(raw[i])["status"] in actions.FINAL
             if any(v > 1 for v in per_symbol.values()) or \
-                    account.balance != Decimal(500) + pnl or account.positions:
+                    (finished_ok and (account.balance != Decimal(500) + pnl
+                                      or account.positions)):
                 doubled += 1
+        broker = {}
+        if lost:  # where did the message go? (diagnosis of a lost episode)
+            import redis as redis_lib
+
+            client = redis_lib.Redis.from_url(os.environ["RISK_BROKER_URL"])
+            broker = {"queued": client.llen("liquidation"), "unacked": client.hlen("unacked")}
+            client.close()
         stop_group(replacement)
         trials.append({"trial": trial, "done_at_kill": at_kill, "lost": lost,
-                       "doubled": doubled})
+                       "doubled": doubled, **broker})
         print(f"  trial {trial}: {at_kill}/{n} done at the kill, lost {lost}, "
               f"doubled {doubled}", file=sys.stderr)
     return {"trials": len(trials), "accounts_per_trial": args.soak_accounts,

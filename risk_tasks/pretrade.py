@@ -174,7 +174,7 @@ class PretradeService:
         return None  # RETRY
 
     def _invalid(self, raw: Any, exc: InvalidInput, started: int) -> Outcome:
-        message = str(exc)
+        message = _utf8(str(exc))
         result = {
             "order_id": _field(raw, "order_id"),
             "account_id": _field(raw, "account_id"),
@@ -196,8 +196,18 @@ def _field(raw: Any, name: str) -> str | None:
     if isinstance(raw, dict):
         value = raw.get(name)
         if isinstance(value, str) and len(value) <= 128:
-            return value
+            return _utf8(value)
     return None
+
+
+def _utf8(text: str) -> str:
+    """``text`` as valid UTF-8: JSON can carry a lone surrogate (``"\\ud800"``), UTF-8 and
+    the audit trail cannot, so it is kept escaped."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
 
 
 def _request_json(raw: Any) -> bytes:

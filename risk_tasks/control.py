@@ -27,6 +27,10 @@ def _validate(reason: Any, who: Any, who_field: str, scope: Any,
         raise InvalidInput("reason", "is required (a non-empty string)")
     if len(reason) > MAX_REASON:
         raise InvalidInput("reason", f"must be at most {MAX_REASON} characters")
+    try:
+        reason.encode()
+    except UnicodeEncodeError:  # a lone surrogate: JSON carries it, Redis and UTF-8 cannot
+        raise InvalidInput("reason", "must be valid UTF-8 text") from None
     who = identifier({who_field: who}, who_field)
     if scope not in SCOPES:
         raise InvalidInput("scope", "must be 'global' or 'account'")

@@ -104,6 +104,9 @@ def stress_test(shocks: Any) -> dict:
     except ValueError as exc:
         return {"ok": False, "error": str(exc)}
     rt = runtime()
+    unknown = sorted(set(parsed) - set(rt.store.current_config().specs))
+    if unknown:  # the shard evaluators index marks by configured symbol only
+        return {"ok": False, "error": f"shocks.{unknown[0][:40]}: unknown symbol"}
     started = time.perf_counter()
     now = rt.clock.time()
     shards = range(rt.settings.shards)

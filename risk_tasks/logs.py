@@ -41,7 +41,12 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(out, default=str).decode()
+        try:
+            return orjson.dumps(out, default=str).decode()
+        except TypeError:  # a lone surrogate from hostile input: escape it, still one line
+            import json
+
+            return json.dumps(out, default=str)
 
 
 def configure_logging(logger: logging.Logger | None = None, level: int | str | None = None) -> None:

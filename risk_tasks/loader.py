@@ -106,7 +106,14 @@ class Loader:
             fields = {k: v for k, v in raw.items() if k not in ("type", "policy_type")}
             if "policy_type" in raw:
                 fields["type"] = raw["policy_type"]
-            self._policies.append(validate_policy(fields))
+            try:
+                policy = validate_policy(fields)
+            except InvalidInput as exc:
+                if exc.field != "type":
+                    raise
+                # The line's own "type" is "policy": name the field the line really has.
+                raise InvalidInput("policy_type", exc.message) from None
+            self._policies.append(policy)
             self.report.policies += 1
         elif kind == "account":
             parsed = validate_account(raw)

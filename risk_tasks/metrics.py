@@ -77,6 +77,10 @@ ALERTS_DEDUPLICATED = Counter("risk_alerts_deduplicated_total",
                               "Alerts suppressed as duplicates within the window")
 CIRCUIT_BREAKER_TRIPS = Counter("risk_circuit_breaker_trips_total",
                                 "Accounts put in REDUCING by the circuit breaker")
+PRICE_TICKS = Counter("risk_price_ticks_total",
+                      "Mark prices ingested by outcome: accepted, out_of_order, held (a jump "
+                      "past RISK_PRICE_JUMP_FRACTION, awaiting confirmation), confirmed",
+                      ["outcome"])
 DEAD_LETTERS = Counter("risk_dead_letters_total", "Tasks dead-lettered", ["task"])
 AUDIT_BACKLOG = Gauge("risk_audit_backlog", "Journal records not yet in the database",
                       ["stream"], multiprocess_mode="mostrecent")

@@ -15,6 +15,7 @@ from risk_tasks.engine.validation import (
     InvalidInput, validate_account, validate_fill, validate_prices,
 )
 from risk_tasks.logs import log_event
+from risk_tasks.metrics import PRICE_TICKS
 from risk_tasks.runtime import runtime
 from risk_tasks.state.store import StateError
 from risk_tasks.tasks.base import risk_task
@@ -41,6 +42,12 @@ def ingest_prices(prices: Any, ts: Any) -> dict:
     if stamp > limit:
         return refused("prices", InvalidInput("ts", "is in the future"))
     counts = rt.store.ingest_prices(parsed, stamp)
+    for outcome, n in counts.items():
+        if n:
+            PRICE_TICKS.labels(outcome).inc(n)
+    if counts["held"]:
+        log_event(log, "price jump held for confirmation", logging.WARNING,
+                  held=counts["held"], ts=stamp)
     return {"ok": True, **counts}
 
 

@@ -36,6 +36,40 @@ def arrange(stack) -> None:  # noqa: ANN001
                                                "balance": "1000000000"}))
 
 
+LIQUIDATABLE = [f"L{i}" for i in range(6)]
+
+
+def breaching(stack) -> None:  # noqa: ANN001
+    """400 of equity against 500 of maintenance: liquidatable at the next tick."""
+    from risk_tasks.engine.model import Fill, Side
+
+    items = [(validate_account({"account_id": a, "balance": "400"}),
+              [Fill(f"lf-{a}", a, "BTC", Side.BUY, Decimal(100), Decimal(100))])
+             for a in LIQUIDATABLE]
+    stack.rt.store.create_accounts(items)
+
+
+def liquidation_records(stack) -> dict[str, dict]:  # noqa: ANN001
+    from sqlalchemy import select
+
+    from models.tables import AlertRow, FillRow, LiquidationRow
+
+    found = {}
+    with stack.rt.sessions() as session:
+        for account_id in LIQUIDATABLE:
+            rows = list(session.scalars(select(LiquidationRow)
+                                        .where(LiquidationRow.account_id == account_id)))
+            fills = list(session.scalars(select(FillRow).where(
+                FillRow.account_id == account_id, FillRow.source == "liquidation")))
+            alerts = list(session.scalars(select(AlertRow)
+                                          .where(AlertRow.account_id == account_id)))
+            found[account_id] = {
+                "episodes": len(rows), "status": [r.status for r in rows],
+                "closing_fills": len(fills), "alerts": len(alerts),
+                "position_left": stack.rt.redis.hget(f"risk:pos:{account_id}", "BTC")}
+    return found
+
+
 def last_tick(stack) -> float:  # noqa: ANN001
     try:
         raw = stack.rt.redis.hget("risk:monitor:last", "tick_ts")
@@ -71,6 +105,9 @@ def test_redis_restart_under_load_loses_no_audit_record(stack_factory):
                        message="decisions before the restart")
             wait_until(lambda: last_tick(stack) > 0, timeout=60, message="a tick before")
             before = latency_summary(load.calls)
+            # and accounts that breach maintenance, so liquidations and alerts are under
+            # way while Redis goes down
+            breaching(stack)
             # when: Redis restarts (down about a second)
             stack.restart_redis(down_seconds=1.0)
             back = time.time()
@@ -102,6 +139,14 @@ def test_redis_restart_under_load_loses_no_audit_record(stack_factory):
     # and the only other rows are decisions whose caller had given up waiting
     timed_out = {c.order_id for c in calls if c.client_side}
     assert set(rows) - decided <= timed_out
+    # and every liquidation ran once and is on record, with its alert
+    liquidations = liquidation_records(stack)
+    print(f"\nredis restart: liquidations {liquidations}")
+    for account_id in LIQUIDATABLE:
+        record = liquidations[account_id]
+        assert record["episodes"] == 1 and record["status"] == ["completed"], record
+        assert record["closing_fills"] == 1 and not record["position_left"], record
+        assert record["alerts"] >= 1, record
     print(f"\nredis restart: {len(calls)} calls, {len(decided)} decided, "
           f"{len(timed_out)} failed closed, {len(rows)} audit rows; recovered after "
           + ", ".join(f"{k} {v:.1f} s" for k, v in recovered.items())

@@ -22,9 +22,13 @@ and a second tick starting nothing). Emergency policies are not loaded: a -9 % m
 would otherwise also stop and unwind the targets it does not liquidate, which is not
 what this measures. The paper gateway is used (fills at mark).
 
-**Soak.** ``--soak N`` runs N trials: each liquidates ``--soak-accounts`` accounts with
-three positions each while the liquidation worker is SIGKILLed, then
-a new worker finishes (after the broker's visibility timeout). The kill comes when a
+**Soak.** ``--soak N`` runs N trials: in each, a monitor tick finds ``--soak-accounts``
+accounts with three positions each below zero equity and sends their liquidations; the
+liquidation worker is SIGKILLed, a new one is started and the monitor keeps ticking
+every second, as beat would: a killed worker's unacknowledged messages come back after
+the broker's visibility timeout, and one lost in the transport (taken off the queue but
+not yet recorded as unacknowledged when the worker died) is sent again by the monitor
+after ``RISK_LIQUIDATION_RESEND_SECONDS``. The kill comes when a
 random number (1 to N-1) of the trial's episodes has finished, so it lands mid-way. A trial counts episodes
 *lost* (not completed within the timeout) and *doubled* (a position closed more than
 once: more than one execution per account and symbol, or a finished account whose
@@ -254,7 +258,6 @@ def reaction(args: argparse.Namespace) -> dict:
 def soak(args: argparse.Namespace) -> dict:
     import orjson
 
-    from risk_tasks import actions
     from risk_tasks.app import app
     from risk_tasks.engine.model import Fill, Side, SymbolSpec
     from risk_tasks.gateways.paper import execution_key
@@ -266,84 +269,88 @@ def soak(args: argparse.Namespace) -> dict:
     log_dir.mkdir(parents=True, exist_ok=True)
     trials = []
     symbols = ["AAA", "BBB", "CCC"]
-    for trial in range(args.soak):
-        rt.redis.flushdb()
-        rt.store.put_symbols([SymbolSpec(s, Decimal("0.10"), Decimal("0.05")) for s in symbols])
-        rt.store.ingest_prices({s: Decimal(100) for s in symbols}, time.time())
-        n = args.soak_accounts
-        items = []
-        for i in range(n):
-            account_id = f"soak{trial}-{i}"
-            items.append(({"account_id": account_id, "balance": Decimal(500)}, [
-                Fill(f"{account_id}-{s}", account_id, s, Side.BUY, Decimal(10 + 5 * j),
-                     Decimal(100)) for j, s in enumerate(symbols)]))
-        rt.store.create_accounts(items)
-        shocked = {"AAA": Decimal(80), "BBB": Decimal(85), "CCC": Decimal(90)}
-        rt.store.ingest_prices(shocked, time.time())
-        # each account loses 10 x 20 + 15 x 15 + 20 x 10 = 625 > 500: equity below zero,
-        # so every position is closed
-        worker = start_worker(f"soak-{trial}", "liquidation", 2, log=log_dir / "soak.log")
-        wait_ready(app, f"soak-{trial}")
-        episodes = [f"soak-ep-{trial}-{i}" for i in range(n)]
-        with app.producer_or_acquire() as producer:
-            for i, ep in enumerate(episodes):
-                app.send_task("risk.liquidate_account", args=[f"soak{trial}-{i}", "soak", ep],
-                              producer=producer)
-        keys = [actions.liquidation_key(ep) for ep in episodes]
+    # The monitor opens the episodes and sends the liquidations, as in production, and
+    # keeps ticking after the kill: a message lost with the killed worker is sent again
+    # by the monitor (RISK_LIQUIDATION_RESEND_SECONDS), not by this script.
+    monitor = start_worker("soak-monitor", "monitor,shards", 1, log=log_dir / "soak.log")
+    wait_ready(app, "soak-monitor")
 
-        def finished() -> int:
-            return sum(1 for r in rt.redis.mget(keys)
-                       if r is not None and orjson.loads(r)["status"] in actions.FINAL)
+    def tick() -> None:
+        app.send_task("risk.monitor_tick", args=[time.time()]).get(timeout=60)
 
-        # Kill once a random number of the episodes has finished: mid-way, by design.
-        target = rng.randint(1, n - 1)
-        wait_until = time.monotonic() + args.timeout
-        while finished() < target and time.monotonic() < wait_until:
-            time.sleep(0.001)
-        at_kill = finished()
-        kill_group(worker)
-        replacement = start_worker(f"soak-{trial}-b", "liquidation", 2, log=log_dir / "soak.log")
-        deadline = time.monotonic() + args.timeout
-        while time.monotonic() < deadline:
-            raw = rt.redis.mget(keys)
-            if all(r is not None and orjson.loads(r)["status"] in actions.FINAL for r in raw):
-                break
-            time.sleep(0.1)
-        raw = rt.redis.mget(keys)
-        lost = sum(1 for r in raw if r is None or orjson.loads(r)["status"] not in actions.FINAL)
-        doubled = 0
-        for i in range(n):
-            account_id = f"soak{trial}-{i}"
-            account, _ = rt.store.read_account(account_id)
-            execs = [k for k in rt.redis.scan_iter(match=f"{execution_key('soak-ep-')}"
-                                                         f"{trial}-{i}:*")]
-            per_symbol: dict[str, int] = {}
-            for k in execs:
-                data = orjson.loads(rt.redis.get(k))
-                per_symbol[data["symbol"]] = per_symbol.get(data["symbol"], 0) + 1
-            pnl = sum(((shocked[s] - Decimal(100)) * Decimal(10 + 5 * j)
-                       for j, s in enumerate(symbols) if s not in account.positions), Decimal(0))
-            finished_ok = raw[i] is not None and \
-                orjson.loads(raw[i])["status"] in actions.FINAL
-            if any(v > 1 for v in per_symbol.values()) or \
-                    (finished_ok and (account.balance != Decimal(500) + pnl
-                                      or account.positions)):
-                doubled += 1
-        broker = {}
-        if lost:  # where did the message go? (diagnosis of a lost episode)
-            import redis as redis_lib
+    try:
+        for trial in range(args.soak):
+            rt.redis.flushdb()
+            rt.store.put_symbols([SymbolSpec(s, Decimal("0.10"), Decimal("0.05"))
+                                  for s in symbols])
+            rt.store.ingest_prices({s: Decimal(100) for s in symbols}, time.time())
+            n = args.soak_accounts
+            ids = [f"soak{trial}-{i}" for i in range(n)]
+            rt.store.create_accounts([
+                ({"account_id": account_id, "balance": Decimal(500)}, [
+                    Fill(f"{account_id}-{s}", account_id, s, Side.BUY, Decimal(10 + 5 * j),
+                         Decimal(100)) for j, s in enumerate(symbols)])
+                for account_id in ids])
+            shocked = {"AAA": Decimal(80), "BBB": Decimal(85), "CCC": Decimal(90)}
+            rt.store.ingest_prices(shocked, time.time())
+            # each account loses 10 x 20 + 15 x 15 + 20 x 10 = 625 > 500: equity below
+            # zero, so every position is closed
+            worker = start_worker(f"soak-{trial}", "liquidation", 2, log=log_dir / "soak.log")
+            wait_ready(app, f"soak-{trial}")
 
-            client = redis_lib.Redis.from_url(os.environ["RISK_BROKER_URL"])
-            broker = {"queued": client.llen("liquidation"), "unacked": client.hlen("unacked")}
-            client.close()
-        stop_group(replacement)
-        trials.append({"trial": trial, "done_at_kill": at_kill, "lost": lost,
-                       "doubled": doubled, **broker})
-        print(f"  trial {trial}: {at_kill}/{n} done at the kill, lost {lost}, "
-              f"doubled {doubled}", file=sys.stderr)
+            def flat() -> int:
+                pipe = rt.redis.pipeline(transaction=False)
+                for account_id in ids:
+                    pipe.hlen(f"risk:pos:{account_id}")
+                return sum(1 for held in pipe.execute() if not held)
+
+            tick()  # opens one episode per account and sends its liquidation
+            # Kill once a random number of the accounts is flat: mid-way, by design.
+            target = rng.randint(1, n - 1)
+            wait_until = time.monotonic() + args.timeout
+            while flat() < target and time.monotonic() < wait_until:
+                time.sleep(0.001)
+            at_kill = flat()
+            kill_group(worker)
+            replacement = start_worker(f"soak-{trial}-b", "liquidation", 2,
+                                       log=log_dir / "soak.log")
+            deadline = time.monotonic() + args.timeout
+            next_tick = time.monotonic()
+            while flat() < n and time.monotonic() < deadline:
+                if time.monotonic() >= next_tick:
+                    rt.store.ingest_prices(shocked, time.time())
+                    tick()
+                    next_tick = time.monotonic() + 1.0
+                time.sleep(0.05)
+            lost = n - flat()
+            doubled = 0
+            for i, account_id in enumerate(ids):
+                account, _ = rt.store.read_account(account_id)
+                per_symbol: dict[str, int] = {}
+                for k in rt.redis.scan_iter(match=f"{execution_key('liq:')}{account_id}:*"):
+                    data = orjson.loads(rt.redis.get(k))
+                    per_symbol[data["symbol"]] = per_symbol.get(data["symbol"], 0) + 1
+                pnl = sum(((shocked[s] - Decimal(100)) * Decimal(10 + 5 * j)
+                           for j, s in enumerate(symbols) if s not in account.positions),
+                          Decimal(0))
+                if any(v > 1 for v in per_symbol.values()) or \
+                        account.balance != Decimal(500) + pnl:
+                    doubled += 1
+            resent = 0
+            for line in (log_dir / "soak.log").read_text(errors="replace").splitlines():
+                if "sent again" in line and f"soak{trial}-" in line:
+                    resent += 1
+            stop_group(replacement)
+            trials.append({"trial": trial, "done_at_kill": at_kill, "lost": lost,
+                           "doubled": doubled, "resend_log_lines": resent})
+            print(f"  trial {trial}: {at_kill}/{n} flat at the kill, lost {lost}, "
+                  f"doubled {doubled}, re-send lines {resent}", file=sys.stderr)
+    finally:
+        stop_group(monitor)
     return {"trials": len(trials), "accounts_per_trial": args.soak_accounts,
             "lost": sum(t["lost"] for t in trials), "doubled": sum(t["doubled"] for t in trials),
             "killed_mid_way": sum(1 for t in trials if 0 < t["done_at_kill"] < args.soak_accounts),
+            "trials_with_resend": sum(1 for t in trials if t["resend_log_lines"]),
             "per_trial": trials}
 
 
@@ -373,13 +380,15 @@ def main() -> None:
         os.environ.setdefault("RISK_VISIBILITY_TIMEOUT_SECONDS", "6")
         os.environ.setdefault("RISK_LEASE_TTL_SECONDS", "3")
         os.environ.setdefault("RISK_GATEWAY_TIMEOUT_SECONDS", "1")
+        os.environ.setdefault("RISK_LIQUIDATION_RESEND_SECONDS", "8")
     started_services = start_services()
     try:
         if args.soak:
             result = soak(args)
             emit("liquidation SIGKILL soak", {"benchmark": "liquidation_soak",
                                               "machine": machine(), **result},
-                 [result], ["trials", "accounts_per_trial", "killed_mid_way", "lost", "doubled"],
+                 [result], ["trials", "accounts_per_trial", "killed_mid_way", "lost", "doubled",
+                           "trials_with_resend"],
                  args.out)
         else:
             result = reaction(args)

@@ -7,6 +7,13 @@ liquidation task keeps it alive while it works (``extend``) and closes it when d
 never ran (a publish lost with the broker), so a breach can never be ignored for longer
 than ``EPISODE_TTL`` seconds.
 
+A message can still be lost after it was published: kombu's Redis transport takes a
+message off the queue before it records it as unacknowledged, and a worker killed in
+between loses it. So an episode whose task has left no progress after
+``RISK_LIQUIDATION_RESEND_SECONDS`` is sent again by the next tick that sees the breach,
+at most once per that period (``resend_key``); the task is idempotent per episode, so a
+re-send of a message that was only slow changes nothing.
+
 Episode ids are derived from the account and the tick (``episode_id``), so two beats
 or a repeated tick produce the same id and the liquidation task's idempotency does the
 rest.
@@ -34,6 +41,18 @@ def key(account_id: str) -> str:
 
 def episode_id(account_id: str, tick_ts: float) -> str:
     return f"liq:{account_id}:{int(round(tick_ts * 1000))}"
+
+
+def started_at(episode: str) -> float | None:
+    """The tick time an episode id was made at (``None`` for an id of another form)."""
+    try:
+        return int(episode.rsplit(":", 1)[1]) / 1000.0
+    except (IndexError, ValueError):
+        return None
+
+
+def resend_key(episode: str) -> str:
+    return f"risk:liq:resent:{episode}"
 
 
 def begin(client: redis.Redis, account_id: str, episode: str, ttl: int = EPISODE_TTL) -> bool:

@@ -80,6 +80,10 @@ class Settings:
     """Window of the per-account circuit breaker, seconds."""
     feed_stale_seconds: float = 10.0
     """A price feed silent for longer than this puts the platform in REDUCING. 0: off."""
+    liquidation_resend_seconds: float = 30.0
+    """An open liquidation episode whose task has not started after this many seconds
+    is sent again (same episode id, so it cannot run twice): a message the broker lost
+    (a worker killed between fetching it and recording it unacked) is not waited out."""
     alert_dedup_seconds: float = 300.0
     """Alerts with the same policy and account are sent once per this many seconds."""
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from risk_tasks import alerting, control, episodes
+from risk_tasks.actions import liquidation_key
 from risk_tasks.engine.metrics import compute_metrics, is_liquidatable
 from risk_tasks.engine.model import PolicyType, SymbolSpec, TradingState
 from risk_tasks.engine.policies import evaluate as evaluate_policies
@@ -188,23 +189,58 @@ class ShardEvaluator:
         for slot in slots:
             account_id = cache.ids[slot]
             episode = episodes.episode_id(account_id, tick_ts)
-            pipe.set(episodes.key(account_id), episode, nx=True, ex=episodes.EPISODE_TTL)
+            # NX GET: opens the episode, or names the one already open.
+            pipe.set(episodes.key(account_id), episode, nx=True, ex=episodes.EPISODE_TTL,
+                     get=True)
             planned.append((slot, account_id, episode))
-        opened = pipe.execute()
+        running = pipe.execute()
+        sends = []
+        waiting = []
+        for (slot, account_id, episode), current in zip(planned, running):
+            if current is None:
+                sends.append((slot, account_id, episode))
+            else:
+                waiting.append((slot, account_id, current.decode()))
+        resent = self._lost_episodes(waiting, tick_ts)
         count = 0
         with app.producer_or_acquire() as producer:
-            for (slot, account_id, episode), won in zip(planned, opened):
-                if not won:
-                    continue  # an episode is already running for this breach
+            for slot, account_id, episode in sends + resent:
                 reason = (f"equity {sweep.equity[slot]:.2f} below maintenance margin "
                           f"{sweep.maintenance[slot]:.2f}")
                 app.send_task("risk.liquidate_account", args=[account_id, reason, episode],
                               producer=producer)
                 count += 1
-        if count:
-            log_event(log, "liquidations started", shard=cache.shard, count=count,
+        if sends:
+            log_event(log, "liquidations started", shard=cache.shard, count=len(sends),
                       tick_ts=tick_ts)
-        return count
+        if resent:
+            log_event(log, "liquidations sent again: no progress since their episode began",
+                      logging.WARNING, shard=cache.shard, count=len(resent), tick_ts=tick_ts,
+                      episodes=[e for _, _, e in resent][:20])
+        return len(sends)
+
+    def _lost_episodes(self, waiting: list[tuple[int, str, str]],
+                       tick_ts: float) -> list[tuple[int, str, str]]:
+        """Open episodes old enough to have started, whose task left no progress: their
+        message was lost. Each is claimed for a re-send once per re-send period."""
+        after = self.settings.liquidation_resend_seconds
+        old = [(slot, account_id, episode) for slot, account_id, episode in waiting
+               if (begun := episodes.started_at(episode)) is not None
+               and tick_ts - begun >= after]
+        if not old:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for _, _, episode in old:
+            pipe.exists(liquidation_key(episode))
+        progress = pipe.execute()
+        lost = [item for item, started in zip(old, progress) if not started]
+        if not lost:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for _, _, episode in lost:
+            pipe.set(episodes.resend_key(episode), "1", nx=True, ex=max(int(after), 1))
+        claimed = pipe.execute()
+        return [item for item, won in zip(lost, claimed) if won]
 
     def _emergency_stops(self, cache: ShardCache, hits, candidates: np.ndarray) -> list[str]:  # noqa: ANN001
         """Halt and unwind accounts with an emergency violation, unless a liquidation is

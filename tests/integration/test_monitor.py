@@ -19,6 +19,9 @@ from typing import Any
 
 import pytest
 
+from risk_tasks import episodes
+from risk_tasks.actions import liquidation_key
+
 from models.tables import EmergencyStopRow, TradingStateChangeRow, ViolationRow
 from tests.integration.monitor_world import (
     MonitorWorld, Tick, shard_of, start_monitor_worker,
@@ -410,3 +413,45 @@ def test_day_start_equity_ingested_during_the_day_is_kept_by_the_first_tick(moni
     assert tick.aggregate["violations"]["soft"] == 1
     account, _ = world.rt.store.read_account("A")
     assert account.daily_start_equity == 12_000
+
+
+# -- A LOST LIQUIDATION MESSAGE --
+
+class _AnyReason(str):
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and "below maintenance margin" in other
+
+    __hash__ = str.__hash__
+
+
+ANY_REASON = _AnyReason()
+
+
+def test_episode_whose_message_was_lost_is_sent_again_once_per_period(monitor):
+    # given: a liquidatable account whose episode opened 40 s ago, but whose task never
+    # started (its message was lost by a worker killed while fetching it)
+    world = monitor
+    world.policies()
+    world.symbol("BTC")
+    world.prices(BTC=100)
+    world.account("lost", 1_000)
+    world.position("lost", "BTC", 100, 109.6)  # equity 40 < maintenance 500
+    world.account("slow", 1_000)
+    world.position("slow", "BTC", 100, 109.6)
+    tick_ts = world.next_tick_ts()
+    lost = f"liq:lost:{int(round((tick_ts - 40) * 1000))}"
+    slow = f"liq:slow:{int(round((tick_ts - 40) * 1000))}"
+    world.rt.redis.set(episodes.key("lost"), lost, ex=120)
+    world.rt.redis.set(episodes.key("slow"), slow, ex=120)
+    # and the other one's task is running (it left progress)
+    world.rt.redis.set(liquidation_key(slow), b'{"status": "running"}', ex=120)
+    # when
+    first = world.tick(tick_ts)
+    # then: the lost episode is sent again under its own id; the running one is not
+    assert [args for args in world.liquidations()] == [["lost", ANY_REASON, lost]]
+    assert first.aggregate["liquidations_started"] == 0  # no new episode
+    # and the next ticks, within the re-send period, do not send it again
+    world.tick()
+    world.tick()
+    assert len(world.liquidations()) == 1
+    assert world.episode("lost") == lost

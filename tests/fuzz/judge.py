@@ -142,3 +142,33 @@ def run_case(case: Case, rt: Any) -> tuple[str, str]:
     except Exception as exc:  # noqa: BLE001 - the finding itself
         return "BAD", f"raised {exc.__class__.__name__}: {str(exc)[:200]}"
     return judge(case, result)
+
+
+def applied_fill(case: Case, result: Any) -> tuple[str, str, Any] | None:
+    """``(account_id, symbol, signed quantity)`` of a fill the case applied, if any
+    (through ``risk.apply_fill`` or a ``riskctl load`` fill line)."""
+    from risk_tasks.engine.validation import InvalidInput, validate_fill
+
+    if not isinstance(result, dict):
+        return None
+    if case.task == "risk.apply_fill":
+        if not result.get("ok") or result.get("duplicate"):
+            return None
+    elif case.task == "load":
+        if result.get("fills") != 1:
+            return None
+    else:
+        return None
+    args, _ = as_message(case)
+    raw = args[0]
+    if isinstance(raw, str):
+        try:
+            raw = loads(raw)
+        except ValueError:
+            return None
+    try:
+        fill = validate_fill(raw)
+    except InvalidInput:
+        return None
+    return fill.account_id, fill.symbol, fill.quantity if fill.side.value == "BUY" \
+        else -fill.quantity

@@ -52,10 +52,9 @@ def run(opts: argparse.Namespace) -> int:
     from hypothesis import HealthCheck, given, seed, settings
 
     import models
-    from risk_tasks.engine.validation import InvalidInput, validate_fill
     from risk_tasks.runtime import runtime
     from tests.fuzz.cases import TASK_CASES, load_line_cases
-    from tests.fuzz.judge import as_message, judge, run_in_process
+    from tests.fuzz.judge import applied_fill, judge, run_in_process
     from tests.integration.helpers import World
     from tests.support.invariants import fill_sums, violations
 
@@ -91,15 +90,9 @@ def run(opts: argparse.Namespace) -> int:
             verdicts[name][verdict] += 1
             if verdict == "BAD":
                 findings.append(f"{case.describe()}: {detail}")
-            if case.task == "risk.apply_fill" and isinstance(result, dict) \
-                    and result.get("ok") and not result.get("duplicate"):
-                args, _ = as_message(case)
-                try:
-                    fill = validate_fill(args[0])
-                except InvalidInput:
-                    return
-                signed = fill.quantity if fill.side.value == "BUY" else -fill.quantity
-                fills.append((fill.account_id, fill.symbol, signed))
+            fill = applied_fill(case, result)
+            if fill is not None:
+                fills.append(fill)
 
         return one
 

@@ -20,10 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from risk_tasks.engine.validation import InvalidInput, validate_fill
 from risk_tasks.state import keys
 from tests.fuzz.cases import TASK_CASES, Case, action_cases, load_line_cases, stress_cases
-from tests.fuzz.judge import as_message, judge, run_in_process
+from tests.fuzz.judge import applied_fill, as_message, judge, run_in_process
 from tests.integration.helpers import wait_until
 from tests.support.broker import BrokerQueues
 from tests.support.invariants import fill_sums, violations
@@ -47,18 +46,6 @@ def fuzz_world(world):  # noqa: ANN001, ANN201
     world.account("FB", 50_000)
     world.fill("FA", "BTC", "BUY", 2, 100)
     return world, [("FA", "BTC", Decimal(2))]
-
-
-def applied_fill(case: Case, result: dict) -> tuple[str, str, Decimal] | None:
-    if case.task != "risk.apply_fill" or not result.get("ok") or result.get("duplicate"):
-        return None
-    args, _ = as_message(case)
-    try:
-        fill = validate_fill(args[0])
-    except InvalidInput:
-        return None
-    return fill.account_id, fill.symbol, fill.quantity if fill.side.value == "BUY" \
-        else -fill.quantity
 
 
 def assert_state_sound(world, fills) -> None:  # noqa: ANN001
@@ -88,7 +75,7 @@ def test_fuzzed_arguments_are_accepted_or_refused_naming_the_field(fuzz_world, t
         verdicts[verdict] += 1
         if verdict == "BAD":
             findings.append(f"{case.describe()}: {detail}")
-        fill = applied_fill(case, result) if isinstance(result, dict) else None
+        fill = applied_fill(case, result)
         if fill is not None:
             fills.append(fill)
 
@@ -132,7 +119,7 @@ def test_fuzzed_messages_through_a_real_worker_leave_it_alive_and_the_state_soun
         verdicts[verdict] += 1
         if verdict == "BAD":
             findings.append(f"{case.describe()}: {detail}")
-        fill = applied_fill(case, result) if isinstance(result, dict) else None
+        fill = applied_fill(case, result)
         if fill is not None:
             fills.append(fill)
 

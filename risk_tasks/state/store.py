@@ -312,40 +312,55 @@ class StateStore:
                 raise StateError("unknown_account", f"unknown account {fill.account_id}")
             if not known_symbol:
                 raise StateError("unknown_symbol", f"unknown symbol {fill.symbol}")
-            position = decode_position(fill.symbol, raw_position) if raw_position else None
-            signed = fill.quantity if fill.side is Side.BUY else -fill.quantity
-            new_position, realized = apply_fill(position, fill.symbol, signed, fill.price)
-            balance = Decimal(fields[b"balance"].decode()) + realized
-            now = self.clock.time()
-            new = {"balance": str(balance), "updated_at": repr(now)}
-            merged = {k.decode(): v.decode() for k, v in fields.items()} | new
-            record = {
-                "t": "account", "at": now,
-                "account": _account_record(fill.account_id, merged),
-                "positions": {fill.symbol: [str(new_position.quantity),
-                                            str(new_position.entry_price)]},
-                "fill": {"fill_id": fill.fill_id, "symbol": fill.symbol,
-                         "side": fill.side.value, "quantity": str(fill.quantity),
-                         "price": str(fill.price), "realized_pnl": str(realized),
-                         "source": source, "reference": reference},
-                "state_change": None,
-            }
-            flat = not new_position.quantity
-            result = self._commit(
-                fill.account_id, int(fields[b"shard"]), expected=fields[b"ver"].decode(),
-                fields=new, record=record, fill_id=fill.fill_id,
-                set_positions={} if flat else {fill.symbol: encode_position(new_position)},
-                delete_positions=[fill.symbol] if flat else [],
-            )
+            key_list, args, reply = self.fill_change(fill, fields, raw_position, source,
+                                                     reference)
+            result = self._account_commit(keys=key_list, args=args)
             if result[0] == b"OK":
-                return {"ok": True, "duplicate": False, "fill_id": fill.fill_id,
-                        "position": {"symbol": fill.symbol,
-                                     "quantity": float(new_position.quantity),
-                                     "entry_price": float(new_position.entry_price)},
-                        "realized_pnl": float(realized), "balance": float(balance)}
+                return reply
             if result[0] == b"DUP":
                 return {"ok": True, "duplicate": True, "fill_id": fill.fill_id}
         raise StateError("contention", f"account {fill.account_id} changed too often to fill")
+
+    def fill_change(self, fill: Fill, fields: Mapping[bytes, bytes], raw_position: bytes | None,
+                    source: str, reference: str | None) -> tuple[list, list, dict[str, Any]]:
+        """A fill on the account as read (its hash ``fields``, its position in the fill's
+        symbol ``raw_position``): the keys and arguments of ``account_commit.lua`` that
+        apply it if the account is still at that version, and ``apply_fill``'s reply.
+        The one computation of a fill, for ``apply_fill`` and for callers that commit it
+        inside a larger script (the paper gateway)."""
+        if not fields:
+            raise StateError("unknown_account", f"unknown account {fill.account_id}")
+        position = decode_position(fill.symbol, raw_position) if raw_position else None
+        signed = fill.quantity if fill.side is Side.BUY else -fill.quantity
+        new_position, realized = apply_fill(position, fill.symbol, signed, fill.price)
+        balance = Decimal(fields[b"balance"].decode()) + realized
+        now = self.clock.time()
+        new = {"balance": str(balance), "updated_at": repr(now)}
+        merged = {k.decode(): v.decode() for k, v in fields.items()} | new
+        record = {
+            "t": "account", "at": now,
+            "account": _account_record(fill.account_id, merged),
+            "positions": {fill.symbol: [str(new_position.quantity),
+                                        str(new_position.entry_price)]},
+            "fill": {"fill_id": fill.fill_id, "symbol": fill.symbol,
+                     "side": fill.side.value, "quantity": str(fill.quantity),
+                     "price": str(fill.price), "realized_pnl": str(realized),
+                     "source": source, "reference": reference},
+            "state_change": None,
+        }
+        flat = not new_position.quantity
+        key_list, args = self._commit_keys_args(
+            fill.account_id, int(fields[b"shard"]), expected=fields[b"ver"].decode(),
+            fields=new, record=record, fill_id=fill.fill_id,
+            set_positions={} if flat else {fill.symbol: encode_position(new_position)},
+            delete_positions=[fill.symbol] if flat else [],
+        )
+        reply = {"ok": True, "duplicate": False, "fill_id": fill.fill_id,
+                 "position": {"symbol": fill.symbol,
+                              "quantity": float(new_position.quantity),
+                              "entry_price": float(new_position.entry_price)},
+                 "realized_pnl": float(realized), "balance": float(balance)}
+        return key_list, args, reply
 
     def create_accounts(self, items: Iterable[tuple[Mapping[str, Any], Sequence[Fill]]],
                         by: str = "load") -> dict[str, int]:
@@ -500,6 +515,18 @@ class StateStore:
                      delete_positions: Sequence[str] = (), peak: str = "",
                      day: str = "") -> Any:
         """Call account_commit.lua on ``client`` (the connection or a pipeline)."""
+        key_list, args = self._commit_keys_args(
+            account_id, shard, expected=expected, fields=fields, record=record,
+            fill_id=fill_id, status=status, set_positions=set_positions,
+            delete_positions=delete_positions, peak=peak, day=day)
+        return self._account_commit(keys=key_list, args=args, client=client)
+
+    def _commit_keys_args(self, account_id: str, shard: int, *, expected: str,
+                          fields: Mapping[str, str], record: dict, fill_id: str | None = None,
+                          status: str = "", set_positions: Mapping[str, str] | None = None,
+                          delete_positions: Sequence[str] = (), peak: str = "",
+                          day: str = "") -> tuple[list, list]:
+        """The KEYS and ARGV of account_commit.lua for one account change."""
         args: list[Any] = [expected, account_id, CHANGE_STREAM_MAXLEN,
                            self.settings.fill_idempotency_ttl_seconds, orjson.dumps(record),
                            peak, day, status, len(fields)]
@@ -515,7 +542,7 @@ class StateStore:
                     keys.shard_members(shard), keys.shard_changes(shard), keys.JOURNAL_STREAM,
                     keys.fill(fill_id) if fill_id else "", keys.shard_hwm(shard),
                     keys.shard_day(shard), keys.NON_ACTIVE, keys.shard_marks_version(shard)]
-        return self._account_commit(keys=key_list, args=args, client=client)
+        return key_list, args
 
     # -- JOURNAL --
 

@@ -47,14 +47,35 @@ class AccountLease:
         self.wait_seconds = wait_seconds
         self.token = f"{holder}:{uuid.uuid4().hex}"
         self.held = False
+        self.renewed_at = 0.0  # time.monotonic() when the last acquire or renew was sent
+
+    def took(self, sent_at: float) -> None:
+        """The lease was taken (or renewed) by a command sent at ``sent_at`` (monotonic)
+        elsewhere, e.g. inside a script that does more in the same round trip."""
+        self.held = True
+        self.renewed_at = sent_at
+
+    def remaining(self) -> float:
+        """Seconds the lease surely still has: counted from when the last acquire or
+        renew was *sent*, so it never overestimates. 0 when not held."""
+        if not self.held:
+            return 0.0
+        return max(self.renewed_at + self.ttl_ms / 1000 - time.monotonic(), 0.0)
+
+    def release_in(self, pipe: "redis.client.Pipeline") -> None:
+        """Queue the release on a pipeline (sent with whatever else it carries)."""
+        if self.held:
+            self.held = False
+            pipe.eval(_RELEASE, 1, self.key, self.token)
 
     def acquire(self) -> bool:
         """Take the lease, polling for up to ``wait_seconds``; False if still busy."""
         deadline = time.monotonic() + self.wait_seconds
         pause = 0.01
         while True:
+            sent_at = time.monotonic()
             if self.redis.set(self.key, self.token, nx=True, px=self.ttl_ms):
-                self.held = True
+                self.took(sent_at)
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -63,9 +84,11 @@ class AccountLease:
 
     def renew(self) -> None:
         """Extend the lease to a full TTL; ``LeaseLost`` if it is no longer ours."""
+        sent_at = time.monotonic()
         if not self.redis.eval(_RENEW, 1, self.key, self.token, self.ttl_ms):
             self.held = False
             raise LeaseLost(f"lease of account {self.account_id} lost")
+        self.renewed_at = sent_at
 
     def release(self) -> None:
         if self.held:

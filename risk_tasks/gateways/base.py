@@ -62,6 +62,9 @@ class ExecutionGateway(ABC):
     """Cancel orders and close positions of an account; apply what was filled."""
 
     name = "abstract"
+    local = False
+    """True when there is no venue (paper): cancelling orders does nothing and a close can
+    be executed, applied and recorded in one Redis script (``close_and_record``)."""
 
     def __init__(self, store: StateStore) -> None:
         self.store = store

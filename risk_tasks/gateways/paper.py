@@ -5,6 +5,12 @@ There is no order book in paper trading, so ``cancel_all_orders`` cancels nothin
 (``SET NX``), at the mark the state store holds at that moment, and then applied like
 any other fill; a repeat of the request id returns the stored execution, so a retry
 after a crash applies the first price and quantity, once.
+
+Since nothing leaves Redis, a close can also be done in one step (``close_and_record``):
+one script checks the caller's lease and that the mark is still the one the caller read,
+writes the execution, applies the fill with ``account_commit.lua`` (only if the account
+is still at the version the caller read) and saves the caller's progress and journal
+records, all or nothing. A crash leaves either the whole step or no trace of it.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from risk_tasks.failures import NoPrice
 from risk_tasks.gateways.base import Execution, ExecutionGateway
 from risk_tasks.state import keys
 from risk_tasks.state.codec import decode_mark
+from risk_tasks.state.store import _script
 
 EXECUTION_TTL = 30 * 86_400  # seconds; as long as a fill id is remembered
 
@@ -26,8 +33,73 @@ def execution_key(request_id: str) -> str:
     return f"risk:gw:paper:{request_id}"
 
 
+# account_commit.lua as a function, then the step around it.
+_CLOSE_AND_RECORD = "local function account_commit(KEYS, ARGV)\n" + _script(
+    "account_commit.lua") + """end
+-- KEYS: 1-10 those of account_commit.lua, 11 lease, 12 execution, 13 progress, 14 prices,
+--       15 config version
+-- ARGV: 1 lease token, 2 lease ttl (ms), 3 symbol, 4 its mark as the caller read it,
+--       5 execution JSON, 6 execution ttl (s), 7 progress JSON, 8 progress ttl (s),
+--       9 n journal records, then the records, then the ARGV of account_commit.lua
+-- Returns {'LEASE'}, {'MARK'}, {'EXECUTED'} (this request id has an execution already),
+-- account_commit.lua's {'RETRY'} or {'DUP'}, or, when done, {'OK', account hash,
+-- positions hash, marks of the held symbols, config version}; only 'OK' writes anything.
+if redis.call('GET', KEYS[11]) ~= ARGV[1] then return {'LEASE'} end
+if redis.call('HGET', KEYS[14], ARGV[3]) ~= ARGV[4] then return {'MARK'} end
+if redis.call('EXISTS', KEYS[12]) == 1 then return {'EXECUTED'} end
+local n = tonumber(ARGV[9])
+local ck, ca = {}, {}
+for j = 1, 10 do ck[j] = KEYS[j] end
+for j = 10 + n, #ARGV do ca[#ca + 1] = ARGV[j] end
+local r = account_commit(ck, ca)
+if r[1] ~= 'OK' then return r end
+redis.call('SET', KEYS[12], ARGV[5], 'EX', ARGV[6])
+redis.call('SET', KEYS[13], ARGV[7], 'EX', ARGV[8])
+for j = 10, 9 + n do redis.call('XADD', KEYS[5], '*', 'd', ARGV[j]) end
+redis.call('PEXPIRE', KEYS[11], ARGV[2])
+-- the account as it is now, as the caller's next read would see it
+local positions = redis.call('HGETALL', KEYS[2])
+local symbols = {}
+for i = 1, #positions, 2 do symbols[#symbols + 1] = positions[i] end
+local marks = {}
+if #symbols > 0 then marks = redis.call('HMGET', KEYS[14], unpack(symbols)) end
+return {r[1], redis.call('HGETALL', KEYS[1]), positions, marks, redis.call('GET', KEYS[15])}
+"""
+
+
 class PaperGateway(ExecutionGateway):
     name = "paper"
+    local = True
+
+    def __init__(self, store) -> None:  # noqa: ANN001 - StateStore
+        super().__init__(store)
+        self._close_and_record = store.redis.register_script(_CLOSE_AND_RECORD)
+
+    def close_and_record(self, execution: Execution, fields: dict, raw_position: bytes | None,
+                         raw_mark: bytes, source: str, reference: str, lease,  # noqa: ANN001
+                         progress_key: str, progress: bytes, progress_ttl: int,
+                         records: list[bytes]) -> list:
+        """Execute ``execution`` (a close at the mark ``raw_mark`` the caller read), apply
+        it to the account as the caller read it (``fields``, ``raw_position``) and save
+        the caller's progress and records, in one script, under the caller's lease.
+        Returns ``[b"OK", account, positions, marks, config version]`` (all done; the
+        account as it is after the fill), ``[b"LEASE"]`` (lost: nothing done), or, with
+        nothing done either, ``[b"MARK"]``/``[b"RETRY"]`` (the mark or the account moved:
+        read again) or ``[b"EXECUTED"]``/``[b"DUP"]`` (done before: take the step by
+        step path)."""
+        from risk_tasks.engine.model import Fill
+
+        fill = Fill(execution.request_id, execution.account_id, execution.symbol,
+                    execution.side, execution.quantity, execution.price)
+        commit_keys, commit_args = self.store.fill_change(fill, fields, raw_position, source,
+                                                          reference)[:2]
+        reply = self._close_and_record(
+            keys=[*commit_keys, lease.key, execution_key(execution.request_id), progress_key,
+                  keys.PRICES, keys.CONFIG_VERSION],
+            args=[lease.token, lease.ttl_ms, execution.symbol, raw_mark,
+                  orjson.dumps(execution.to_dict()), EXECUTION_TTL, progress, progress_ttl,
+                  len(records), *records, *commit_args])
+        return reply
 
     def cancel_all_orders(self, account_id: str, request_id: str) -> int:
         return 0

@@ -8,21 +8,30 @@ makes an action safe to repeat lives here.
 ``episode_id``; the unwind's ``(stop_id, account_id)``) and keeps its progress in Redis
 (``risk:action:...``, kept ``RISK_ACTION_PROGRESS_TTL_SECONDS``). Each run:
 
-1. returns the stored result at once if the action already finished;
-2. takes the per-account lease (``risk_tasks.leases``; liquidation and unwind share it),
-   then reads its progress again, under the lease;
-3. cancels the account's open orders, once per action;
-4. settles an order that was in flight when an earlier run stopped (the progress names
+1. takes the per-account lease (``risk_tasks.leases``; liquidation and unwind share it)
+   and, in the same step (one Lua script, one round trip), reads its progress, the
+   account, its positions and their marks; a finished action returns its stored result
+   at once (lease or not, and keeps no lease);
+2. cancels the account's open orders, once per action (with the paper gateway, which
+   cancels nothing, saved together with the start);
+3. settles an order that was in flight when an earlier run stopped (the progress names
    it *before* it is sent, ``pending``): the gateway's ``lookup`` says whether it was
    executed; if so the fill is applied (a no-op if it already was) and the step
    recorded, if not it is forgotten;
-5. re-reads the positions before every close, plans again from them, and sends each
-   order under a request id deterministic per (action, symbol, step), which is also
-   the fill id, so the venue executes it once and the state store applies it once;
-6. records each step in the progress and in the journal in one Redis transaction.
+4. re-reads the positions before every close (after a venue call or a fill since the
+   last read), plans again from them, and sends each order under a request id
+   deterministic per (action, symbol, step), which is also the fill id, so the venue
+   executes it once and the state store applies it once;
+5. records each step in the progress and in the journal in one Redis step.
 
-A run killed at any point (SIGKILL, a lost lease, a time limit) leaves either no trace
-of a step or a ``pending`` one that the next run settles. Nothing is closed twice.
+Every progress save is fenced by the lease: it writes nothing (``LeaseLost``) unless
+the lease is still this run's, and renews it. The lease is also renewed before a venue
+call unless it surely has more than half its TTL (and a gateway timeout) left.
+
+With the paper gateway (no venue) a close needs no ``pending``: one script checks the
+lease and that the account and the mark are as read, writes the execution, applies the
+fill and records the step and its journal records, all or nothing; if the account or
+the mark moved, nothing is written and the run reads again.
 
 **Liquidation** (DESIGN.md): whole positions, largest notional first, re-planned with
 ``plan_liquidation`` after every fill, until ``equity >= remaining notional * imr``
@@ -46,6 +55,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable, Mapping
 
@@ -58,13 +68,13 @@ from risk_tasks.engine.metrics import compute_metrics, is_liquidatable
 from risk_tasks.engine.model import ZERO, Account, Metrics, Position, Side, SymbolSpec
 from risk_tasks.engine.positions import apply_fill
 from risk_tasks.engine.validation import InvalidInput, identifier
-from risk_tasks.failures import BadInput, NoPrice, PermanentError
+from risk_tasks.failures import BadInput, LeaseBusy, NoPrice, PermanentError
 from risk_tasks.gateways.base import Execution, ExecutionGateway
-from risk_tasks.leases import AccountLease
+from risk_tasks.leases import AccountLease, LeaseLost
 from risk_tasks.logs import log_event
 from risk_tasks.metrics import LIQUIDATIONS
 from risk_tasks.state import keys
-from risk_tasks.state.codec import decode_mark
+from risk_tasks.state.codec import decode_account, decode_mark, decode_position, pairs
 
 log = logging.getLogger(__name__)
 
@@ -129,25 +139,105 @@ def validate_unwind(account_id: Any, stop_id: Any) -> tuple[str, str]:
 
 # -- PROGRESS --
 
+_SAVE = """
+-- KEYS: 1 lease, 2 progress, 3 journal
+-- ARGV: 1 lease token, 2 lease ttl (ms), 3 progress JSON, 4 progress ttl (s), 5... records
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
+for i = 5, #ARGV do redis.call('XADD', KEYS[3], '*', 'd', ARGV[i]) end
+return 1
+"""
+
+
 class Progress:
     """One action's progress: a JSON document in Redis, saved with its journal records
-    in one transaction (so PostgreSQL gets each step exactly when Redis records it)."""
+    in one step (so PostgreSQL gets each step exactly when Redis records it).
 
-    def __init__(self, client: redis.Redis, key: str, ttl_seconds: int) -> None:
+    With a ``lease`` (every action has one) a save is fenced by it: it writes nothing and
+    raises ``LeaseLost`` unless the lease is still this run's, and it renews the lease,
+    so a run that stalled past its lease can never overwrite a newer run's progress."""
+
+    def __init__(self, client: redis.Redis, key: str, ttl_seconds: int,
+                 lease: AccountLease | None = None) -> None:
         self.redis = client
         self.key = key
         self.ttl = ttl_seconds
+        self.lease = lease
 
     def load(self) -> dict | None:
         raw = self.redis.get(self.key)
         return None if raw is None else orjson.loads(raw)
 
-    def save(self, data: dict, records: tuple[dict, ...] | list[dict] = ()) -> None:
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self.key, orjson.dumps(data), ex=self.ttl)
-        for record in records:
-            pipe.xadd(keys.JOURNAL_STREAM, {"d": orjson.dumps(record)})
-        pipe.execute()
+    def save(self, data: dict, records: tuple[dict, ...] | list[dict] = (),
+             then: Callable[[Any], None] | None = None) -> None:
+        """Save ``data`` and journal ``records``; ``then(pipeline)`` queues commands sent
+        in the same round trip after the save (they run even if the save was refused)."""
+        lease = self.lease
+        if lease is None:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.set(self.key, orjson.dumps(data), ex=self.ttl)
+            for record in records:
+                pipe.xadd(keys.JOURNAL_STREAM, {"d": orjson.dumps(record)})
+            if then is not None:
+                then(pipe)
+            pipe.execute()
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        sent_at = time.monotonic()
+        pipe.eval(_SAVE, 3, lease.key, self.key, keys.JOURNAL_STREAM, lease.token,
+                  lease.ttl_ms, orjson.dumps(data), self.ttl,
+                  *[orjson.dumps(record) for record in records])
+        if then is not None:
+            then(pipe)
+        if not pipe.execute()[0]:
+            lease.held = False
+            raise LeaseLost(f"lease of account {lease.account_id} lost; progress not saved")
+        lease.renewed_at = sent_at
+
+
+# -- STATE AS AN ACTION SEES IT --
+
+_SNAPSHOT = """
+-- KEYS: 1 lease, 2 progress, 3 account, 4 positions, 5 prices, 6 config version
+-- ARGV: 1 lease token ('' to read without taking the lease), 2 lease ttl (ms)
+-- Returns {taken, progress, account hash, positions hash, marks of the held symbols,
+-- config version}, or only {0, progress} when the lease is someone else's.
+local taken = 0
+if ARGV[1] ~= '' then
+  if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    return {0, redis.call('GET', KEYS[2])}
+  end
+  taken = 1
+end
+local positions = redis.call('HGETALL', KEYS[4])
+local symbols = {}
+for i = 1, #positions, 2 do symbols[#symbols + 1] = positions[i] end
+local marks = {}
+if #symbols > 0 then marks = redis.call('HMGET', KEYS[5], unpack(symbols)) end
+return {taken, redis.call('GET', KEYS[2]), redis.call('HGETALL', KEYS[3]), positions, marks,
+        redis.call('GET', KEYS[6])}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An account, its positions and their marks, read in one step (one round trip).
+
+    ``account`` carries the stored peak and day-start equity, not the monitor's slots
+    (neither liquidation nor unwinding uses them). ``fields``, ``raw_positions`` and
+    ``raw_marks`` are as Redis holds them, for a commit conditional on them."""
+
+    fields: dict[bytes, bytes]
+    raw_positions: dict[str, bytes]
+    raw_marks: dict[str, bytes | None]
+    account: Account
+    marks: dict[str, Decimal]
+    specs: dict[str, SymbolSpec]  # a held symbol without a spec counts at 100 % margin
+    configured: frozenset[str]  # the symbols that have a spec
+
+    def missing_marks(self) -> list[str]:
+        return [s for s in self.account.positions if s not in self.marks]
 
 
 # -- SHARED STEPS --
@@ -157,6 +247,7 @@ class AccountAction:
     announced before they are sent and settled after."""
 
     source = "?"
+    MAX_MOVES = 20  # re-reads in a row because the account or the mark moved under a close
 
     def __init__(self, rt, gateway: ExecutionGateway, account_id: str, reference: str,  # noqa: ANN001
                  key: str, holder: str) -> None:
@@ -169,9 +260,16 @@ class AccountAction:
         self.reference = reference
         # Prefix of order (and fill) ids: unique per action *and* account.
         self.order_prefix = reference
-        self.progress = Progress(rt.redis, key, rt.settings.action_progress_ttl_seconds)
         self.lease = AccountLease(rt.redis, account_id, rt.settings.lease_ttl_seconds,
                                   rt.settings.lease_wait_seconds, holder)
+        self.progress = Progress(rt.redis, key, rt.settings.action_progress_ttl_seconds,
+                                 self.lease)
+        # A venue call starts with at least this much lease left (else it is renewed).
+        self.lease_margin = max(rt.settings.lease_ttl_seconds / 2,
+                                rt.settings.gateway_timeout_seconds + 1.0)
+        self._snapshot = rt.redis.register_script(_SNAPSHOT)
+        self.moves = 0
+        self.latest: Snapshot | None = None  # see after_close
 
     def now(self) -> float:
         return self.rt.clock.time()
@@ -188,57 +286,128 @@ class AccountAction:
         """Update the progress for a finished step (before it is saved)."""
 
     def touch(self) -> None:
-        """Keep the lease (and whatever else must stay alive) fresh before a venue call."""
-        self.lease.renew()
+        """Keep the lease (and whatever else must stay alive) fresh before a venue call.
+        The lease is renewed unless it surely has ``lease_margin`` seconds left (every
+        progress save renews it too)."""
+        if self.lease.remaining() <= self.lease_margin:
+            self.lease.renew()
+        self.keep_alive_if_due()
+
+    def keep_alive_if_due(self) -> None:
+        """Keep alive whatever must stay alive besides the lease, if due (a hook)."""
 
     # -- state --
 
-    def read(self) -> Account:
-        account, _ = self.store.read_account(self.account_id)
-        if account is None:
-            raise BadInput(f"account_id: unknown account {self.account_id}")
-        return account
+    def snapshot(self, take: bool = False) -> tuple[bool, dict | None, Snapshot | None]:
+        """Read the account, its positions, their marks and the action's progress in one
+        round trip; with ``take``, take the lease first in the same step. Returns
+        ``(taken, progress, snapshot)``; no snapshot when the lease was busy."""
+        sent_at = time.monotonic()
+        reply = self._snapshot(
+            keys=[self.lease.key, self.progress.key, keys.account(self.account_id),
+                  keys.positions(self.account_id), keys.PRICES, keys.CONFIG_VERSION],
+            args=[self.lease.token if take else "", self.lease.ttl_ms])
+        progress = None if reply[1] is None else orjson.loads(reply[1])
+        if take and not reply[0]:
+            return False, progress, None
+        if take:
+            self.lease.took(sent_at)
+        return bool(take), progress, self.decode_snapshot(*reply[2:6])
 
-    def pricing(self, positions: Mapping[str, Position],
-                require: bool = True) -> tuple[dict[str, Decimal], dict[str, SymbolSpec]]:
-        """Marks and specs of the held symbols (a symbol without a spec counts at 100 %
-        margin, as in the monitor). ``NoPrice`` when a mark is missing and required."""
-        symbols = sorted(positions)
-        specs = dict(self.store.current_config().specs)
-        for symbol in symbols:
-            specs.setdefault(symbol, SymbolSpec(symbol, Decimal(1), Decimal(1)))
-        raw = self.redis.hmget(keys.PRICES, symbols) if symbols else []
+    def decode_snapshot(self, raw_fields: list, raw_position_list: list, raw_mark_list: list,
+                        config_version: bytes | None) -> Snapshot:
+        fields = pairs(raw_fields)
+        if not fields:
+            raise BadInput(f"account_id: unknown account {self.account_id}")
+        raw_positions = {k.decode(): v for k, v in pairs(raw_position_list).items()}
+        raw_marks = dict(zip(raw_positions, raw_mark_list))
+        positions = {s: decode_position(s, raw) for s, raw in raw_positions.items()}
+        config = self.store.config(config_version or b"0")
+        specs = dict(config.specs)
         marks: dict[str, Decimal] = {}
-        for symbol, value in zip(symbols, raw):
-            mark = decode_mark(value)
+        for symbol, raw in raw_marks.items():
+            specs.setdefault(symbol, SymbolSpec(symbol, Decimal(1), Decimal(1)))
+            mark = decode_mark(raw)
             if mark is not None:
                 marks[symbol] = mark.price
-            elif require:
-                raise NoPrice(f"no mark price for {symbol} held by {self.account_id}")
-        return marks, specs
+        return Snapshot(fields, raw_positions, raw_marks,
+                        decode_account(self.account_id, fields, positions), marks, specs,
+                        frozenset(config.specs))
 
-    def metrics(self, account: Account) -> Metrics:
-        marks, specs = self.pricing(account.positions)
-        return compute_metrics(account.balance, account.positions, marks, specs,
+    def take(self) -> tuple[dict | None, Snapshot | None]:
+        """Take the lease and read everything under it, polling for up to the lease's
+        wait. A finished action's progress comes back at once, lease or not (and then
+        no snapshot, and the lease is not kept)."""
+        deadline = time.monotonic() + self.lease.wait_seconds
+        pause = 0.01
+        while True:
+            taken, data, snap = self.snapshot(take=True)
+            if data is not None and data["status"] in FINAL:
+                if taken:
+                    self.lease.release()
+                return data, None
+            if taken:
+                return data, snap
+            if time.monotonic() >= deadline:
+                raise LeaseBusy(f"account {self.account_id} is busy with another action "
+                                f"({self.lease.holder()})")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+    def release(self) -> None:
+        try:
+            self.lease.release()
+        except redis.RedisError:
+            pass  # it expires by itself; the original error (if any) matters more
+
+    def priced(self, snap: Snapshot) -> Snapshot:
+        """``snap``, or ``NoPrice`` when a held symbol has no mark."""
+        missing = snap.missing_marks()
+        if missing:
+            raise NoPrice(f"no mark price for {missing[0]} held by {self.account_id}")
+        return snap
+
+    def metrics(self, snap: Snapshot) -> Metrics:
+        account = snap.account
+        return compute_metrics(account.balance, account.positions, snap.marks, snap.specs,
                                account.peak_equity, account.daily_start_equity)
 
     # -- steps --
 
-    def cancel_orders(self, data: dict) -> None:
-        """Cancel the account's open orders, once per action (repeating it is harmless)."""
+    def keep_alive_in(self, pipe: Any) -> None:
+        """Queue on ``pipe`` whatever must be kept alive besides the lease (a hook)."""
+
+    def start(self, data: dict, records: list[dict]) -> None:
+        """Save the start of a run (its ``records``; ``keep_alive_in`` in the same round
+        trip) and cancel the orders. The start is recorded before a venue is called, so
+        every attempt counts; with a gateway that cancels nothing (paper) it is saved
+        with the cancellation."""
+        if self.gateway.local:
+            self.cancel_orders(data, records, self.keep_alive_in)
+        else:
+            self.progress.save(data, records, self.keep_alive_in)
+            self.cancel_orders(data)
+
+    def cancel_orders(self, data: dict, records: list[dict] | None = None,
+                      then: Callable[[Any], None] | None = None) -> None:
+        """Cancel the account's open orders, once per action (repeating it is harmless,
+        so ``records`` that precede it, such as the start, may be saved with it)."""
         if data.get("orders_canceled") is not None:
+            if records is not None:
+                self.progress.save(data, records, then)
             return
         self.touch()
         canceled = self.gateway.cancel_all_orders(self.account_id,
                                                   request_id(self.order_prefix, "cancel"))
         data["orders_canceled"] = canceled
-        self.progress.save(data, self.cancel_records(data, canceled))
+        self.progress.save(data, (records or []) + self.cancel_records(data, canceled), then)
 
-    def settle_pending(self, data: dict) -> None:
-        """Finish or forget the order that was in flight when an earlier run stopped."""
+    def settle_pending(self, data: dict) -> bool:
+        """Finish or forget the order that was in flight when an earlier run stopped;
+        True when that changed the account."""
         pending = data.get("pending")
         if not pending:
-            return
+            return False
         self.touch()
         execution = self.gateway.lookup(pending["request_id"], self.account_id)
         if execution is None:
@@ -248,31 +417,94 @@ class AccountAction:
                       reference=self.reference, request_id=pending["request_id"])
             data["pending"] = None
             self.progress.save(data)
-            return
+            return False
         log_event(log, "in-flight order was executed; settling it",
                   account_id=self.account_id, reference=self.reference,
                   request_id=pending["request_id"])
         self.gateway.apply(execution, self.source, self.reference)
         self.complete(data, execution)
+        return True
 
-    def close(self, data: dict, symbol: str, position: Position, quantity: Decimal) -> dict:
-        """Close ``quantity`` of ``position``: announce, send, apply, record."""
+    def close(self, data: dict, snap: Snapshot, symbol: str, quantity: Decimal) -> dict | None:
+        """Close ``quantity`` of the position in ``symbol`` as ``snap`` shows it. None when
+        the account or the mark moved since ``snap`` and nothing was done (read again)."""
         if len(data["steps"]) >= MAX_STEPS:
             raise PermanentError(f"{self.reference}: more than {MAX_STEPS} steps, giving up")
+        position = snap.account.positions[symbol]
         step = data["next_step"]
         side = Side.SELL if position.quantity > 0 else Side.BUY
         rid = request_id(self.order_prefix, symbol, str(step))
+        if self.gateway.local and self.moves < self.MAX_MOVES \
+                and symbol in snap.configured:
+            done = self.close_local(data, snap, symbol, position, side, quantity, rid)
+            if done is not None or self.moves:
+                return done
         data["pending"] = {"step": step, "symbol": symbol, "side": side.value,
                            "quantity": str(quantity), "request_id": rid,
                            "position_quantity": str(position.quantity),
                            "entry_price": str(position.entry_price)}
-        self.progress.save(data)
+        self.progress.save(data)  # renews the lease too
         self.touch()
         execution = self.gateway.close_position(self.account_id, symbol, side, quantity, rid,
                                                 self.source, self.reference)
         return self.complete(data, execution)
 
+    def close_local(self, data: dict, snap: Snapshot, symbol: str, position: Position,
+                    side: Side, quantity: Decimal, rid: str) -> dict | None:
+        """A close on a gateway without a venue: execution at the mark of ``snap``, the
+        fill and the recorded step in one script (``PaperGateway.close_and_record``), so
+        no ``pending`` is needed: there is no moment when the order is executed and not
+        recorded. None, with ``self.moves`` counted, when the account or mark moved;
+        None with ``moves`` 0 when the request id was executed before (the caller then
+        takes the announce/send/settle path, which applies that execution)."""
+        mark = decode_mark(snap.raw_marks.get(symbol))
+        if mark is None:
+            raise NoPrice(f"no mark price for {symbol}: cannot fill at mark")
+        execution = Execution(rid, self.account_id, symbol, side, quantity, mark.price)
+        new = orjson.loads(orjson.dumps(data))
+        new["pending"] = {"step": data["next_step"], "symbol": symbol, "side": side.value,
+                          "quantity": str(quantity), "request_id": rid,
+                          "position_quantity": str(position.quantity),
+                          "entry_price": str(position.entry_price)}
+        step = self.record_step(new, execution)
+        self.keep_alive_if_due()
+        sent_at = time.monotonic()
+        reply = self.gateway.close_and_record(
+            execution, snap.fields, snap.raw_positions.get(symbol), snap.raw_marks[symbol],
+            self.source, self.reference, self.lease, self.progress.key, orjson.dumps(new),
+            self.progress.ttl, [orjson.dumps(r) for r in self.step_records(new, step)])
+        outcome = reply[0].decode()
+        if outcome == "OK":
+            self.lease.renewed_at = sent_at
+            self.moves = 0
+            data.clear()
+            data.update(new)
+            self.log_step(step)
+            self.latest = self.decode_snapshot(*reply[1:5])
+            return step
+        if outcome == "LEASE":
+            self.lease.held = False
+            raise LeaseLost(f"lease of account {self.account_id} lost; nothing closed")
+        if outcome in ("MARK", "RETRY"):
+            self.moves += 1
+            return None
+        self.moves = 0  # EXECUTED or DUP: done before, settle it step by step
+        return None
+
+    def after_close(self) -> Snapshot | None:
+        """The account as a local close left it (read in the close's own step), once;
+        None when it must be read again."""
+        latest, self.latest = self.latest, None
+        return latest
+
     def complete(self, data: dict, execution: Execution) -> dict:
+        step = self.record_step(data, execution)
+        self.progress.save(data, self.step_records(data, step))
+        self.log_step(step)
+        return step
+
+    def record_step(self, data: dict, execution: Execution) -> dict:
+        """Turn ``data``'s pending order into a step, as ``execution`` filled it."""
         pending = data["pending"]
         before = Position(pending["symbol"], Decimal(pending["position_quantity"]),
                           Decimal(pending["entry_price"]))
@@ -287,11 +519,12 @@ class AccountAction:
         data["steps"].append(step)
         data["next_step"] = pending["step"] + 1
         self.on_step(data, step)
-        self.progress.save(data, self.step_records(data, step))
+        return step
+
+    def log_step(self, step: dict) -> None:
         log_event(log, f"{self.source} step", account_id=self.account_id,
                   reference=self.reference, symbol=step["symbol"], side=step["side"],
                   quantity=step["quantity"], price=step["price"], step=step["step"])
-        return step
 
 
 def realized_total(data: dict) -> Decimal:
@@ -312,40 +545,46 @@ class Liquidation(AccountAction):
         self.reason = reason
         self.episode_id = episode_id
         self.notify = notify
+        self.extended_at: float | None = None  # monotonic; when the episode was last kept alive
 
     def run(self) -> dict:
-        data = self.progress.load()
-        if data is not None and data["status"] in FINAL:
+        data, snap = self.take()
+        if snap is None:
             return self.result(data, duplicate=True)
-        with self.lease:
-            data = self.progress.load()
-            if data is not None and data["status"] in FINAL:
-                return self.result(data, duplicate=True)
-            account = self.read()
+        try:
             if data is None:
-                data = self.begin(account)
+                data = self.begin(snap)
                 if data["status"] == SKIPPED:
                     return self.result(data)
             else:
                 data["attempts"] += 1
                 data["status"] = RUNNING
-                self.progress.save(data, [self.record(data, RUNNING)])
-            self.cancel_orders(data)
-            self.settle_pending(data)
+                self.start(data, [self.record(data, RUNNING)])
+            if self.settle_pending(data) or not self.gateway.local:
+                snap = None  # a settled fill or a venue call since the read: read again
             while True:
-                account = self.read()
-                marks, specs = self.pricing(account.positions)
-                plan = plan_liquidation(account.balance, account.positions, marks, specs)
+                if snap is None:
+                    snap = self.snapshot()[2]
+                self.priced(snap)
+                account = snap.account
+                plan = plan_liquidation(account.balance, account.positions, snap.marks,
+                                        snap.specs)
                 if not plan:
                     break
                 symbol = plan[0]
-                position = account.positions[symbol]
-                self.close(data, symbol, position, abs(position.quantity))
-            return self.finish(data, account, marks, specs)
+                self.close(data, snap, symbol, abs(account.positions[symbol].quantity))
+                snap = self.after_close()
+            return self.finish(data, snap)
+        finally:
+            self.release()
 
-    def begin(self, account: Account) -> dict:
+    def begin(self, snap: Snapshot) -> dict:
+        """Start the episode from the state read under the lease: skipped at once when
+        the account is no longer liquidatable; else the start is saved (keeping the
+        episode alive in the same round trip) and the orders canceled. With a gateway
+        that cancels nothing (paper) the start is saved with the cancellation."""
         now = self.now()
-        metrics = self.metrics(account)
+        metrics = self.metrics(self.priced(snap))
         data = {"kind": "liquidation", "episode_id": self.episode_id,
                 "account_id": self.account_id, "reason": self.reason, "status": RUNNING,
                 "attempts": 1, "started_at": now, "next_step": 1, "steps": [],
@@ -358,29 +597,45 @@ class Liquidation(AccountAction):
             self.progress.save(data, [self.record(data, SKIPPED, equity_after=str(metrics.equity),
                                                   completed_at=now,
                                                   error="not liquidatable when the "
-                                                        "liquidation ran")])
-            episodes.end(self.redis, self.account_id, self.episode_id)
+                                                        "liquidation ran")],
+                               self.end_in)
             LIQUIDATIONS.labels(SKIPPED).inc()
             log_event(log, "liquidation skipped: account not liquidatable",
                       account_id=self.account_id, episode_id=self.episode_id,
                       equity=str(metrics.equity),
                       maintenance=str(metrics.maintenance_margin))
             return data
-        self.progress.save(data, [self.record(data, "started")])
+        self.start(data, [self.record(data, "started")])
         LIQUIDATIONS.labels("started").inc()
         log_event(log, "liquidation started", logging.WARNING, account_id=self.account_id,
                   episode_id=self.episode_id, reason=self.reason,
                   equity=str(metrics.equity), maintenance=str(metrics.maintenance_margin))
         return data
 
-    def touch(self) -> None:
-        super().touch()
-        episodes.extend(self.redis, self.account_id, self.episode_id)
+    # -- the episode guard, sent along with other commands --
 
-    def finish(self, data: dict, account: Account, marks: dict, specs: dict) -> dict:
+    def keep_alive_in(self, pipe: Any) -> None:
+        episodes.extend(pipe, self.account_id, self.episode_id)
+        self.extended_at = time.monotonic()
+
+    def end_in(self, pipe: Any) -> None:
+        """End the episode and release the lease, after the final save (in its round
+        trip; if that save was refused for a lost lease, the episode is ended anyway:
+        whoever holds the lease re-reads the positions before it closes anything)."""
+        episodes.end(pipe, self.account_id, self.episode_id)
+        self.lease.release_in(pipe)
+
+    def keep_alive_if_due(self) -> None:
+        # The first save of a run keeps the episode alive (``keep_alive_in``); a venue call
+        # before it, or a long run, does it here.
+        if (self.extended_at is None and not self.gateway.local) or (
+                self.extended_at is not None
+                and time.monotonic() - self.extended_at > episodes.EPISODE_TTL / 4):
+            self.keep_alive_in(self.redis)
+
+    def finish(self, data: dict, snap: Snapshot) -> dict:
         now = self.now()
-        metrics = compute_metrics(account.balance, account.positions, marks, specs,
-                                  account.peak_equity, account.daily_start_equity)
+        metrics = self.metrics(snap)
         realized = realized_total(data)
         data.update(status=COMPLETED, completed_at=now, equity_after=str(metrics.equity),
                     realized_pnl=str(realized))
@@ -399,8 +654,7 @@ class Liquidation(AccountAction):
             | {"alert_id": liquidation_alert_id(self.episode_id)})
         self.progress.save(data, [self.record(
             data, COMPLETED, equity_after=data["equity_after"], realized_pnl=str(realized),
-            positions_closed=self.closed_positions(data), completed_at=now)])
-        episodes.end(self.redis, self.account_id, self.episode_id)
+            positions_closed=self.closed_positions(data), completed_at=now)], self.end_in)
         LIQUIDATIONS.labels(COMPLETED).inc()
         log_event(log, "liquidation completed", logging.WARNING, account_id=self.account_id,
                   episode_id=self.episode_id, positions_closed=closed,
@@ -565,14 +819,10 @@ class Unwind(AccountAction):
         self.sleep = sleep
 
     def run(self) -> dict:
-        data = self.progress.load()
-        if data is not None and data["status"] in FINAL:
+        data, snap = self.take()  # an unknown account is bad input
+        if snap is None:
             return self.result(data, duplicate=True)
-        with self.lease:
-            data = self.progress.load()
-            if data is not None and data["status"] in FINAL:
-                return self.result(data, duplicate=True)
-            self.read()  # an unknown account is bad input
+        try:
             if data is None:
                 data = {"kind": "unwind", "stop_id": self.stop_id,
                         "account_id": self.account_id, "status": RUNNING, "attempts": 1,
@@ -583,12 +833,14 @@ class Unwind(AccountAction):
                           stop_id=self.stop_id)
             else:
                 data["attempts"] += 1
-            self.progress.save(data)
-            self.cancel_orders(data)
-            self.settle_pending(data)
+            self.start(data, [])
+            if self.settle_pending(data) or not self.gateway.local:
+                snap = None  # a settled fill or a venue call since the read: read again
             while True:
-                account = self.read()
-                held = {s: p for s, p in account.positions.items() if p.quantity}
+                if snap is None:
+                    snap = self.snapshot()[2]
+                positions = snap.account.positions
+                held = {s: p for s, p in positions.items() if p.quantity}
                 if not held:
                     break
                 todo = [s for s in held if s not in data["round_done"]]
@@ -597,15 +849,19 @@ class Unwind(AccountAction):
                     data["round"] += 1
                     data["round_done"] = []
                     self.progress.save(data)
+                    snap = None
                     continue
-                marks, _ = self.pricing({s: held[s] for s in todo}, require=False)
+                marks = snap.marks
                 symbol = min(todo, key=lambda s: (
                     -abs(held[s].quantity) * marks.get(s, held[s].entry_price), s))
                 position = held[symbol]
                 size = Decimal(data["sizes"].setdefault(symbol, str(abs(position.quantity))))
                 quantity = min(abs(position.quantity), size * self.fraction)
-                self.close(data, symbol, position, quantity)
+                self.close(data, snap, symbol, quantity)
+                snap = self.after_close()
             return self.finish(data)
+        finally:
+            self.release()
 
     def pause(self) -> None:
         """Wait between rounds of slices, keeping the lease."""

@@ -1,0 +1,143 @@
+"""The liquidation's steps in process, on the session's Redis, with the paper gateway:
+the one-script close (execution, fill and step together) when the mark or the account
+moves under it, an execution left by an earlier run, a run that lost its lease, and
+how many round trips one liquidation takes."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from risk_tasks import actions, episodes
+from risk_tasks.gateways import paper
+from risk_tasks.gateways.paper import PaperGateway, execution_key
+from risk_tasks.leases import LeaseLost
+from tests.integration.helpers import World
+
+pytestmark = pytest.mark.integration
+
+
+class MovingGateway(PaperGateway):
+    """A paper gateway that runs ``before`` once, just before its first close."""
+
+    def __init__(self, store, before) -> None:  # noqa: ANN001
+        super().__init__(store)
+        self.before = before
+        self.calls = 0
+
+    def close_and_record(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        self.calls += 1
+        if self.before is not None:
+            before, self.before = self.before, None
+            before()
+        return super().close_and_record(*args, **kwargs)
+
+
+@pytest.fixture()
+def world(rt, app) -> World:  # noqa: ANN001
+    w = World(rt, app)
+    for symbol in ("BTC", "ETH"):
+        w.symbol(symbol, imr="0.10", mmr="0.05")
+    w.prices({"BTC": 50000, "ETH": 3000})
+    w.account("S1", 1000)
+    w.fill("S1", "BTC", "BUY", 1, 50000)
+    w.fill("S1", "ETH", "BUY", 2, 3000)
+    w.prices({"BTC": 45000, "ETH": 3000})  # equity 1000 - 5000 < 0: everything closes
+    return w
+
+
+def liquidate(rt, gateway, episode: str = "ep-s1") -> tuple[dict, list]:  # noqa: ANN001
+    alerts: list = []
+    episodes.begin(rt.redis, "S1", episode)
+    result = actions.Liquidation(rt, gateway, "S1", "test", episode, alerts.append).run()
+    return result, alerts
+
+
+def progress(rt, episode: str = "ep-s1") -> dict:  # noqa: ANN001
+    return orjson.loads(rt.redis.get(actions.liquidation_key(episode)))
+
+
+def test_a_mark_moving_under_the_close_is_read_again_and_filled_at_the_new_mark(world, rt):
+    gateway = MovingGateway(rt.store, lambda: world.prices({"BTC": 44000}))
+    result, alerts = liquidate(rt, gateway)
+    assert result["status"] == "completed" and result["positions_closed"] == ["BTC", "ETH"]
+    steps = progress(rt)["steps"]
+    assert [(s["symbol"], s["price"]) for s in steps] == [("BTC", "44000"), ("ETH", "3000")]
+    assert gateway.calls == 3  # refused once (mark moved), then BTC, then ETH
+    account, _ = rt.store.read_account("S1")
+    assert account.positions == {}
+    assert account.balance == Decimal(1000 - 6000)  # each fill applied once
+    assert len(alerts) == 1
+    assert not rt.redis.exists(episodes.key("S1"))
+
+
+def test_an_account_changed_under_the_close_is_planned_again(world, rt):
+    # another fill closes half the ETH between the read and the close
+    gateway = MovingGateway(rt.store, lambda: world.fill("S1", "ETH", "SELL", 1, 3000))
+    result, _ = liquidate(rt, gateway)
+    assert result["status"] == "completed"
+    steps = progress(rt)["steps"]
+    assert [(s["symbol"], s["quantity"]) for s in steps] == [("BTC", "1"), ("ETH", "1")]
+    account, _ = rt.store.read_account("S1")
+    assert account.positions == {}
+    assert account.balance == Decimal(1000 - 5000)
+
+
+def test_an_execution_left_by_an_earlier_run_is_applied_once_at_its_price(world, rt):
+    # an earlier run executed BTC (step 1) at 46,000 and stopped before applying it
+    rid = actions.request_id("ep-s1", "BTC", "1")
+    rt.redis.set(execution_key(rid), orjson.dumps(
+        {"request_id": rid, "account_id": "S1", "symbol": "BTC", "side": "SELL",
+         "quantity": "1", "price": "46000"}))
+    result, _ = liquidate(rt, PaperGateway(rt.store))
+    assert result["status"] == "completed"
+    steps = progress(rt)["steps"]
+    assert [(s["symbol"], s["price"]) for s in steps] == [("BTC", "46000"), ("ETH", "3000")]
+    account, _ = rt.store.read_account("S1")
+    assert account.positions == {} and account.balance == Decimal(1000 - 4000)
+
+
+def test_a_run_that_lost_its_lease_writes_nothing(world, rt):
+    first = actions.Liquidation(rt, PaperGateway(rt.store), "S1", "test", "ep-s1", print)
+    data, snap = first.take()
+    assert data is None and snap is not None
+    # its lease expired and another run took the account
+    rt.redis.set(first.lease.key, "someone-else")
+    with pytest.raises(LeaseLost):
+        first.progress.save({"status": "running", "steps": []})
+    assert rt.redis.get(actions.liquidation_key("ep-s1")) is None
+    assert rt.redis.get(first.lease.key) == b"someone-else"
+    # and its close is refused as a whole: no execution, no fill
+    rid = actions.request_id("ep-s1", "BTC", "1")
+    data = {"steps": [], "next_step": 1, "pending": None}
+    first.lease.renewed_at = 0.0
+    with pytest.raises(LeaseLost):
+        first.close(data, snap, "BTC", Decimal(1))
+    assert not rt.redis.exists(execution_key(rid))
+    assert rt.store.read_account("S1")[0].positions["BTC"].quantity == Decimal(1)
+    assert rt.redis.get(actions.liquidation_key("ep-s1")) is None
+
+
+def test_one_liquidation_takes_a_handful_of_round_trips(world, rt, monkeypatch):
+    import redis.connection
+
+    sent = []
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self, command, check_health=True):  # noqa: ANN001, ANN202
+        sent.append(command)
+        return original(self, command, check_health)
+
+    gateway = PaperGateway(rt.store)
+    rt.store.current_config()
+    rt.redis.script_load(actions._SNAPSHOT)  # loaded once per server, not per liquidation
+    rt.redis.script_load(paper._CLOSE_AND_RECORD)
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    result, alerts = liquidate(rt, gateway)
+    monkeypatch.undo()
+    assert result["positions_closed"] == ["BTC", "ETH"]
+    # begin (episode guard, this test's), take + read, start with cancel, 2 closes
+    # (each returning the account as it left it), completion with episode end + release
+    assert len(sent) == 6, len(sent)

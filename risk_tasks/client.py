@@ -138,8 +138,10 @@ class RiskClient:
 
     def _call(self, task: str, args: list, timeout: float, started: float, on_failure):  # noqa: ANN001, ANN202
         try:
+            # Publishing retries while the broker reconnects, but only for about the
+            # caller's timeout (Celery's default policy could wait past it).
             result = self.app.send_task(task, args=args, expires=timeout, argsrepr="",
-                                        kwargsrepr="")
+                                        kwargsrepr="", retry_policy=_publish_retries(timeout))
         except Exception as exc:  # noqa: BLE001 - any broker failure fails closed
             return on_failure(f"risk engine unavailable: {exc.__class__.__name__}",
                               UNAVAILABLE_REASON)
@@ -197,7 +199,8 @@ class RiskClient:
             return  # their callers are answering risk_timeout themselves
         try:
             result = self.app.send_task("risk.check_order_batch", args=[orders],
-                                        expires=expires, argsrepr="", kwargsrepr="")
+                                        expires=expires, argsrepr="", kwargsrepr="",
+                                        retry_policy=_publish_retries(expires))
         except Exception as exc:  # noqa: BLE001 - the broker is away: fail closed
             self._slots.release()
             message = f"risk engine unavailable: {exc.__class__.__name__}"
@@ -226,3 +229,9 @@ class RiskClient:
                     _resolve(future, fail_closed(order, reason, message, started))
         finally:
             self._slots.release()
+
+
+def _publish_retries(timeout: float) -> dict:
+    """A publish retry policy that gives up after about ``timeout`` seconds."""
+    return {"max_retries": max(1, int(timeout / 0.1)), "interval_start": 0,
+            "interval_step": 0.05, "interval_max": 0.1}

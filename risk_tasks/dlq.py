@@ -60,7 +60,7 @@ def make_entry(*, task_name: str, task_id: str | None, args: Any, kwargs: Any,
     """The dead letter of one task, as it is journaled and queued (JSON only)."""
     if traceback is None:
         traceback = "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
-    return {
+    return _clean({
         "dead_letter_id": f"dl-{task_id}" if task_id else f"dl-{uuid.uuid4()}",
         "task_name": task_name, "task_id": task_id,
         "args": _json_safe(list(args) if isinstance(args, (list, tuple)) else [args]),
@@ -68,7 +68,19 @@ def make_entry(*, task_name: str, task_id: str | None, args: Any, kwargs: Any,
         "error": f"{exc.__class__.__name__}: {exc}"[:MAX_ERROR],
         "traceback": traceback[-MAX_TRACEBACK:] if traceback else None,
         "attempts": attempts, "failure": failure, "at": at,
-    }
+    })
+
+
+def _clean(value: Any) -> Any:
+    """Strings that JSON can carry but UTF-8 cannot (a lone surrogate in an argument or
+    an error message) are kept escaped, so the dead letter itself can always be stored."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    return value
 
 
 def dead_letter(rt, app, entry: dict[str, Any], account_id: str | None = None) -> dict:  # noqa: ANN001
@@ -101,7 +113,7 @@ def dead_letter(rt, app, entry: dict[str, Any], account_id: str | None = None) -
 def _json_safe(value: Any) -> Any:
     """Arguments came in as JSON; anything else (a direct call) is kept as its repr."""
     try:
-        return orjson.loads(orjson.dumps(value))
+        return orjson.loads(orjson.dumps(_clean(value)))
     except TypeError:
         return repr(value)
 

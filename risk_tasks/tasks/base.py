@@ -23,6 +23,7 @@ from celery.exceptions import Ignore, Retry
 
 from risk_tasks import failures
 from risk_tasks.app import app
+from risk_tasks.engine.validation import InvalidInput, identifier
 from risk_tasks.logs import log_event
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,10 @@ class ActionTask(RiskTask):
         except Exception:  # arguments of the wrong shape: the dead letter keeps them as they are
             return None, None
         key = key if isinstance(key, str) else None
-        account_id = account_id if isinstance(account_id, str) else None
+        try:  # a malformed account id must not make the dead letter's alert bad input too
+            account_id = identifier({"account_id": account_id}, "account_id")
+        except InvalidInput:
+            account_id = None
         return key, account_id
 
 

@@ -201,10 +201,6 @@ def test_fuzzed_action_tasks_are_dead_lettered_naming_the_field(fuzz_world, priv
     print(f"\nfuzz action tasks: {len(cases)} dead-lettered as bad input {dict(by_task)}")
 
 
-@pytest.mark.xfail(strict=True, reason="bug (issue 4, risk_tasks/tasks/base.py ActionTask._keys): "
-                   "a dead-lettered action whose account_id is a malformed string passes it to "
-                   "its critical dead_letter alert, which send_alert then refuses, so the alert "
-                   "about the dead letter is itself dead-lettered instead of delivered")
 def test_dead_letter_alert_of_an_action_with_a_malformed_account_id_is_delivered(
         fuzz_world, private_broker):
     world, _ = fuzz_world
@@ -224,9 +220,6 @@ def test_dead_letter_alert_of_an_action_with_a_malformed_account_id_is_delivered
     assert [x["task_name"] for x in letters] == ["risk.liquidate_account"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug (issue 4, risk_tasks/dlq.py): a dead letter whose "
-                   "arguments hold a lone surrogate (valid JSON, not UTF-8) cannot be journaled "
-                   "(orjson refuses it) and the task fails instead: the dead letter is lost")
 def test_dead_letter_of_an_action_with_a_lone_surrogate_argument_is_kept(
         fuzz_world, private_broker):
     world, _ = fuzz_world

@@ -13,6 +13,9 @@ _settings = get_settings()
 # -- CONNECTIONS --
 broker_url = _settings.broker_url
 result_backend = _settings.result_backend
+if result_backend.startswith(("redis://", "rediss://", "unix://")):
+    # Celery's Redis backend, minus a read before each pre-trade result (see the module).
+    result_backend = f"risk_tasks.result_backend.RiskRedisBackend+{result_backend}"
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None  # keep trying: workers reconnect by themselves
 broker_transport_options = {

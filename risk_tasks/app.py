@@ -6,6 +6,10 @@ imports them (no import cycle between the app and its tasks).
 
 from celery import Celery
 
+from risk_tasks import kombu_patches
+
+kombu_patches.apply()
+
 TASK_MODULES = [
     "risk_tasks.tasks.pretrade",
     "risk_tasks.tasks.control",

@@ -15,8 +15,13 @@ from risk_tasks.pretrade import MAX_BATCH, Outcome
 from risk_tasks.runtime import runtime
 from risk_tasks.tasks.base import risk_task
 
+# Celery renders every result for its success log line and event, whether or not they
+# are on; a decision is a nested dict, so it renders only its first characters.
+RESULT_REPR = 96
 
-@risk_task("risk.check_order", ignore_result=False, acks_late=False)
+
+@risk_task("risk.check_order", ignore_result=False, acks_late=False,
+           resultrepr_maxsize=RESULT_REPR)
 def check_order(order: Any) -> dict:
     """Approve or reject one order. Malformed input of any shape is ``invalid_request``."""
     outcome = runtime().pretrade.check(order)
@@ -24,7 +29,8 @@ def check_order(order: Any) -> dict:
     return outcome.result
 
 
-@risk_task("risk.check_order_batch", ignore_result=False, acks_late=False)
+@risk_task("risk.check_order_batch", ignore_result=False, acks_late=False,
+           resultrepr_maxsize=RESULT_REPR)
 def check_order_batch(orders: Any) -> list:
     """Decisions for many orders, in the same order (at most 1000 per batch)."""
     service = runtime().pretrade
@@ -39,13 +45,15 @@ def check_order_batch(orders: Any) -> list:
     return [o.result for o in outcomes]
 
 
-@risk_task("risk.get_risk_metrics", ignore_result=False, acks_late=False)
+@risk_task("risk.get_risk_metrics", ignore_result=False, acks_late=False,
+           resultrepr_maxsize=RESULT_REPR)
 def get_risk_metrics(account_id: Any) -> dict:
     """Current metrics of one account, with its positions and liquidation prices."""
     return account_metrics(runtime().store, account_id)
 
 
-@risk_task("risk.ping", ignore_result=False, acks_late=False)
+@risk_task("risk.ping", ignore_result=False, acks_late=False,
+           resultrepr_maxsize=RESULT_REPR)
 def ping() -> str:
     """Liveness of the pretrade path (health checks; the benchmark's no-op baseline)."""
     return "pong"

@@ -1,0 +1,37 @@
+"""The Redis result backend, without one read per result on the pre-trade path.
+
+Celery's backend reads a task's stored result before writing it (``_store_result``), so
+that a redelivered task cannot overwrite a success. That is one more Redis round trip
+for every result. The pre-trade tasks are at-most-once (no redelivery) and idempotent
+by ``order_id`` (a repeated check returns the first decision), so for them the read
+guards nothing; every other task keeps Celery's behaviour.
+
+Selected in ``celeryconfig.py`` as ``risk_tasks.result_backend.RiskRedisBackend+redis://...``.
+"""
+
+from __future__ import annotations
+
+from celery import states
+from celery.backends.redis import RedisBackend
+from celery.exceptions import BackendStoreError
+from kombu.utils.encoding import bytes_to_str
+
+NO_READ_BEFORE_WRITE = frozenset({
+    "risk.check_order", "risk.check_order_batch", "risk.get_risk_metrics", "risk.ping",
+})
+
+
+class RiskRedisBackend(RedisBackend):
+    def _store_result(self, task_id, result, state, traceback=None, request=None,  # noqa: ANN001, ANN201
+                      **kwargs):
+        if state != states.SUCCESS or getattr(request, "task", None) not in NO_READ_BEFORE_WRITE:
+            return super()._store_result(task_id, result, state, traceback=traceback,
+                                         request=request, **kwargs)
+        meta = self._get_result_meta(result=result, state=state, traceback=traceback,
+                                     request=request)
+        meta["task_id"] = bytes_to_str(task_id)
+        try:
+            self._set_with_state(self.get_key_for_task(task_id), self.encode(meta), state)
+        except BackendStoreError as exc:
+            raise BackendStoreError(str(exc), state=state, task_id=task_id) from exc
+        return result

@@ -48,7 +48,11 @@ def make_alert(level: str, kind: str, message: str, account_id: str | None = Non
 
 
 def dedup_key(alert: dict[str, Any]) -> str:
-    parts = "\x1f".join(str(alert.get(k) or "") for k in ("kind", "policy", "account_id"))
+    return dedup_key_of(alert.get("kind"), alert.get("policy"), alert.get("account_id"))
+
+
+def dedup_key_of(kind: str | None, policy: str | None, account_id: str | None) -> str:
+    parts = "\x1f".join(str(part or "") for part in (kind, policy, account_id))
     return "risk:alert:dedup:" + hashlib.sha1(parts.encode()).hexdigest()
 
 

@@ -50,7 +50,8 @@ class ShardEvaluator:
         self.settings = rt.settings
         self._marks_script = rt.redis.register_script(_script("monitor_marks.lua"))
         self._breaker_script = rt.redis.register_script(_script("breaker.lua"))
-        self._claimed: dict[str, float] = {}  # alert dedup keys known taken, until when
+        # (policy, account) whose violation alert is known claimed, until when
+        self._claimed: dict[tuple[str, str], float] = {}
         self._journalled_peak: dict[int, np.ndarray] = {}
         self._peaks_at: dict[int, float] = {}
 
@@ -207,8 +208,9 @@ class ShardEvaluator:
             for slot, account_id, episode in sends + resent:
                 reason = (f"equity {sweep.equity[slot]:.2f} below maintenance margin "
                           f"{sweep.maintenance[slot]:.2f}")
-                app.send_task("risk.liquidate_account", args=[account_id, reason, episode],
-                              producer=producer)
+                args = [account_id, reason, episode]
+                app.send_task("risk.liquidate_account", args=args, producer=producer,
+                              argsrepr=repr(args))
                 count += 1
         if sends:
             log_event(log, "liquidations started", shard=cache.shard, count=len(sends),
@@ -297,12 +299,17 @@ class ShardEvaluator:
     def _alerts(self, app, cache: ShardCache, hits, stops: list[str], trips: list[str],  # noqa: ANN001
                 tick_ts: float, now: float) -> int:
         window = self.settings.alert_dedup_seconds
-        candidates = []
+        claimed = self._claimed
+        unknown = []
         for hit in hits:
             policy = hit.policy
             for slot in np.flatnonzero(hit.violated):
                 account_id = cache.ids[slot]
-                candidates.append((hit, slot, alerting.make_alert(
+                # A breach that persists tick after tick was claimed already: skip it
+                # before building anything (thousands per shard in a broad move).
+                if claimed.get((policy.name, account_id), 0.0) >= now:
+                    continue
+                unknown.append((hit, slot, alerting.make_alert(
                     LEVEL_OF[policy.type], "policy_violation",
                     f"{account_id}: {policy.name} ({policy.type.value}) "
                     f"{policy.metric}={_fmt(hit.values[slot])} violates {policy.operator} "
@@ -316,15 +323,16 @@ class ShardEvaluator:
         extra += [alerting.make_alert("critical", "circuit_breaker",
                                       f"{a}: circuit breaker tripped, account set to REDUCING",
                                       account_id=a, at=now) for a in trips]
-        unknown = [c for c in candidates if self._claimed.get(alerting.dedup_key(c[2]), 0) < now]
         won = alerting.claim_many(self.redis, [c[2] for c in unknown] + extra, window)
         fresh = []
         for (hit, slot, alert), ok in zip(unknown, won):
-            self._claimed[alerting.dedup_key(alert)] = now + (window if ok else 30.0)
+            # Known taken until the window ends (ours) or for 30 s (another's, whose
+            # window may end sooner): no round trip for it until then.
+            claimed[(hit.policy.name, alert["account_id"])] = now + (window if ok else 30.0)
             if ok:
                 fresh.append((hit, slot, alert))
-        if len(self._claimed) > 500_000:
-            self._claimed = {k: v for k, v in self._claimed.items() if v > now}
+        if len(claimed) > 500_000:
+            self._claimed = {k: v for k, v in claimed.items() if v > now}
         outgoing = [a for a, ok in zip(extra, won[len(unknown):]) if ok]
         by_policy: dict[str, list] = {}
         for item in fresh:
@@ -351,7 +359,10 @@ class ShardEvaluator:
         if outgoing:
             with app.producer_or_acquire() as producer:
                 for alert in outgoing:
-                    app.send_task("risk.send_alert", args=[alert], producer=producer)
+                    # A short repr: Celery's saferepr of a whole alert costs more than
+                    # building and publishing the message.
+                    app.send_task("risk.send_alert", args=[alert], producer=producer,
+                                  argsrepr=alert_repr(alert))
         return len(outgoing)
 
     # -- MONITOR MARKS --
@@ -413,6 +424,10 @@ class ShardEvaluator:
                       "shortfall": float(shortfall[s])} for s in order],
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
+
+
+def alert_repr(alert: dict) -> str:
+    return f"[{alert['level']} {alert['kind']} {alert.get('account_id') or ''}]"
 
 
 def _num(value: float) -> float | None:

@@ -121,8 +121,14 @@ def main() -> None:
                         if time.monotonic() > deadline:
                             raise RuntimeError("monitor worker did not start")
                     warm_started = time.perf_counter()
-                    # Every process must have loaded every shard once: a few ticks do it.
-                    run_ticks(app, rt, market, max(3, 2 * w))
+                    # Every process must have loaded every shard once (any process may
+                    # take any shard): tick until three ticks in a row load none.
+                    quiet = 0
+                    for _ in range(60):
+                        quiet = quiet + 1 if not run_ticks(app, rt, market, 1)[0][
+                            "cache_loads"] else 0
+                        if quiet == 3:
+                            break
                     warm_s = time.perf_counter() - warm_started
                     results = run_ticks(app, rt, market, args.ticks)
                     durations = sorted(r["duration_ms"] for r in results)
@@ -135,6 +141,7 @@ def main() -> None:
                         "slowest_shard_ms_p50": percentile(
                             sorted(r["shard_ms_max"] for r in results), 0.5),
                         "violations_last_tick": sum(results[-1]["violations"].values()),
+                        "cache_loads": sum(r["cache_loads"] for r in results),
                         "worker_rss_mb": rss_mb(worker.pid),
                         "warmup_s": round(warm_s, 1), "load_s": round(load_s, 1),
                     }

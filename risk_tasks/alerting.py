@@ -26,14 +26,15 @@ import redis
 
 LEVELS = ("warning", "critical", "emergency")
 
+# Returns {1, window} when this alert holds the window, {0, ms left} when another does.
 _CLAIM = """
 local current = redis.call('GET', KEYS[1])
 if not current then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
+  return {1, tonumber(ARGV[2])}
 end
-if current == ARGV[1] then return 1 end
-return 0
+if current == ARGV[1] then return {1, redis.call('PTTL', KEYS[1])} end
+return {0, redis.call('PTTL', KEYS[1])}
 """
 
 
@@ -59,6 +60,13 @@ def dedup_key_of(kind: str | None, policy: str | None, account_id: str | None) -
 def claim_many(client: redis.Redis, alerts: Sequence[dict[str, Any]],
                window_seconds: float) -> list[bool]:
     """Claim the de-duplication window of each alert; True where this alert won it."""
+    return [won for won, _ in claim_many_for(client, alerts, window_seconds)]
+
+
+def claim_many_for(client: redis.Redis, alerts: Sequence[dict[str, Any]],
+                   window_seconds: float) -> list[tuple[bool, float]]:
+    """Like ``claim_many``, with the seconds left of the window each alert found (its
+    own or another's), so a raiser can skip a known-taken window until it ends."""
     if not alerts:
         return []
     script = client.register_script(_CLAIM)
@@ -66,7 +74,7 @@ def claim_many(client: redis.Redis, alerts: Sequence[dict[str, Any]],
     for alert in alerts:
         script(keys=[dedup_key(alert)], args=[alert["alert_id"], int(window_seconds * 1000)],
                client=pipe)
-    return [bool(x) for x in pipe.execute()]
+    return [(bool(won), max(int(left), 0) / 1000.0) for won, left in pipe.execute()]
 
 
 def claim(client: redis.Redis, alert: dict[str, Any], window_seconds: float) -> bool:

@@ -323,12 +323,13 @@ class ShardEvaluator:
         extra += [alerting.make_alert("critical", "circuit_breaker",
                                       f"{a}: circuit breaker tripped, account set to REDUCING",
                                       account_id=a, at=now) for a in trips]
-        won = alerting.claim_many(self.redis, [c[2] for c in unknown] + extra, window)
+        claims = alerting.claim_many_for(self.redis, [c[2] for c in unknown] + extra, window)
+        won = [ok for ok, _ in claims]
         fresh = []
-        for (hit, slot, alert), ok in zip(unknown, won):
-            # Known taken until the window ends (ours) or for 30 s (another's, whose
-            # window may end sooner): no round trip for it until then.
-            claimed[(hit.policy.name, alert["account_id"])] = now + (window if ok else 30.0)
+        for (hit, slot, alert), (ok, left) in zip(unknown, claims):
+            # Known taken (by us or by another process) until its window ends: no round
+            # trip for it until then.
+            claimed[(hit.policy.name, alert["account_id"])] = now + left
             if ok:
                 fresh.append((hit, slot, alert))
         if len(claimed) > 500_000:

@@ -149,6 +149,8 @@ def finish(rt, results: list, tick_ts: float) -> dict[str, Any]:  # noqa: ANN001
         "alerts": sum(x.get("alerts", 0) for x in results),
         "unpriced_accounts": sum(x.get("unpriced", 0) for x in results),
         "shard_ms_max": max((x.get("duration_ms", 0) for x in results), default=0),
+        # Shards a process had to read whole from Redis (first sight, or state replaced).
+        "cache_loads": sum(1 for x in results if x.get("cache") == "load"),
         "counters": counters,
     }
     TICKS.labels("failed_shards" if failed else "completed").inc()

@@ -142,6 +142,8 @@ def main() -> None:
                             sorted(r["shard_ms_max"] for r in results), 0.5),
                         "violations_last_tick": sum(results[-1]["violations"].values()),
                         "cache_loads": sum(r["cache_loads"] for r in results),
+                        "slowest_shard_phases_ms": results[len(results) // 2][
+                            "slowest_shard_phases_ms"],
                         "worker_rss_mb": rss_mb(worker.pid),
                         "warmup_s": round(warm_s, 1), "load_s": round(load_s, 1),
                     }

@@ -4,6 +4,8 @@ Task modules are listed in ``include`` and imported by the worker, so this modul
 imports them (no import cycle between the app and its tasks).
 """
 
+from typing import Iterable
+
 from celery import Celery
 
 from risk_tasks import kombu_patches
@@ -26,7 +28,7 @@ TASK_MODULES = [
 
 
 class RiskCelery(Celery):
-    """``send_task`` that knows when nobody will read the result.
+    """``send_task`` that knows when nobody will read the result, and declares nothing.
 
     Celery subscribes the sender to a task's result channel on every ``send_task``
     unless told ``ignore_result=True``, even when the task never stores a result. The
@@ -35,11 +37,33 @@ class RiskCelery(Celery):
     """
 
     def send_task(self, name, args=None, kwargs=None, **options):  # noqa: ANN001, ANN201
+        # Every queue is routed through the anonymous direct exchange (the message goes
+        # straight onto the queue's Redis list), so there is nothing to declare; kombu's
+        # declare-if-not-cached bound a copy of the queue on every publish (~0.2 ms).
+        options.setdefault("declare", [])
         if "ignore_result" not in options and self.finalized:
             task = self.tasks.get(name)
             if task is not None and task.ignore_result:
                 options["ignore_result"] = True
         return super().send_task(name, args, kwargs, **options)
+
+
+def send_many(name: str, calls: Iterable[tuple[list, str]], batch: int = 500) -> int:
+    """Send many messages of one task, given (args, argsrepr) pairs, in pipelined Redis
+    round trips (kombu's ``Producer.batch``) rather than one round trip each.
+
+    The monitor sends thousands of liquidations and alerts in one tick; a round trip per
+    message is what made a broad market move slow, most of all when every core is busy.
+    ``argsrepr`` is what Flower shows; Celery's own ``saferepr`` of the arguments costs
+    more than building the message. Messages not yet flushed when an error interrupts
+    the loop are not sent (callers own recovery: an episode that left no progress is
+    sent again by the monitor)."""
+    sent = 0
+    with app.producer_or_acquire() as producer, producer.batch(max_size=batch):
+        for args, argsrepr in calls:
+            app.send_task(name, args=args, producer=producer, argsrepr=argsrepr)
+            sent += 1
+    return sent
 
 
 app = RiskCelery("risk", include=TASK_MODULES)

@@ -41,7 +41,7 @@ def after_emergency_stop(rt, result: dict[str, Any]) -> int:  # noqa: ANN001
     account's unwind, or one listing task per shard). Nothing for a repeat stop."""
     if not result.get("success") or not result.get("created"):
         return 0
-    from risk_tasks.app import app
+    from risk_tasks.app import app, send_many
 
     stop_id = result["stop_id"]
     if result["scope"] == "account":
@@ -52,21 +52,18 @@ def after_emergency_stop(rt, result: dict[str, Any]) -> int:  # noqa: ANN001
         return 1
     shards = rt.settings.shards
     actions.expect_unwinds(rt, stop_id, shards)  # one marker per shard, then its accounts
-    with app.producer_or_acquire() as producer:
-        for shard in range(shards):
-            app.send_task("risk.unwind_shard", args=[stop_id, shard], producer=producer)
+    send_many("risk.unwind_shard", [([stop_id, shard], repr([stop_id, shard]))
+                                    for shard in range(shards)])
     return shards
 
 
 def unwind_shard(rt, stop_id: str, shard: int) -> int:  # noqa: ANN001
     """List one shard's exposed accounts for a global stop and send their unwinds;
     returns how many. Safe to repeat (a redelivery sends the first list again)."""
-    from risk_tasks.app import app
+    from risk_tasks.app import send_many
 
     targets = actions.count_shard(rt, stop_id, shard, exposed_accounts(rt.store, shard))
-    with app.producer_or_acquire() as producer:
-        for account_id in targets:
-            app.send_task("risk.unwind_account", args=[account_id, stop_id],
-                          producer=producer)
+    send_many("risk.unwind_account", [([account_id, stop_id], repr([account_id, stop_id]))
+                                      for account_id in targets])
     actions.shard_counted(rt, stop_id, shard)
     return len(targets)

@@ -129,6 +129,9 @@ class Settings:
     """Off only on the pretrade worker: at-most-once delivery, lower latency."""
     task_events: bool = True
     """Workers send task events (what Flower shows)."""
+    pretrade_fast_strategy: bool = True
+    """The pretrade worker (solo pool) runs pre-trade calls through the lean strategy of
+    ``risk_tasks.fastpath``; off: Celery's default request and tracer."""
 
     # -- OPERATIONS --
     flower_basic_auth: str = ""

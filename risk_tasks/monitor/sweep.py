@@ -22,6 +22,7 @@ import numpy as np
 
 from risk_tasks import alerting, control, episodes
 from risk_tasks.actions import liquidation_key
+from risk_tasks.app import send_many
 from risk_tasks.engine.metrics import compute_metrics, is_liquidatable
 from risk_tasks.engine.model import PolicyType, SymbolSpec, TradingState
 from risk_tasks.engine.policies import evaluate as evaluate_policies
@@ -59,8 +60,10 @@ class ShardEvaluator:
 
     def run(self, shard: int, tick_ts: float, shocks: dict[str, float] | None = None) -> dict:
         started = time.perf_counter()
+        phases = Phases(started)
         cache = cache_for(self.settings.redis_url, shard, self.settings.shards)
         mode = cache.refresh(self.redis)
+        phases.mark("refresh")
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(keys.PRICES).get(keys.CONFIG_VERSION)
         pipe.get(keys.shard_marks_version(shard))
@@ -72,6 +75,7 @@ class ShardEvaluator:
         now = self.rt.clock.time()
         marks, imr, mmr, exact_marks = self._pricing(raw_prices, config.specs, now)
         cache.marks_arrays(self.redis, marks_version)
+        phases.mark("read")
         today = day_id(tick_ts)
         reset_day = cache.day_id != today
         # No day id at all (a fresh or rebuilt state) is not a new day: the day-start
@@ -90,16 +94,19 @@ class ShardEvaluator:
         hits = policy_hits(book, sweep, config.policies, priced, index.index, cache.slot_of,
                            cache.max_leverage)
         self._settle_ambiguous(cache, sweep, hits, priced, config, exact_marks)
+        phases.mark("evaluate")
         liquidatable = sweep.liquidatable & priced
         result = {"shard": shard, "tick_ts": tick_ts, "accounts": cache.n,
                   "priced": int(priced.sum()), "unpriced": int(sweep.unpriced.sum()),
                   "cache": mode, "failed": False}
-        result.update(self._act(cache, sweep, hits, liquidatable, tick_ts, now))
+        result.update(self._act(cache, sweep, hits, liquidatable, tick_ts, now, phases))
         self._store_marks(cache, sweep, reset_day, today, marks_version)
         self._journal_peaks(cache, sweep, now)
+        phases.mark("store")
         duration = time.perf_counter() - started
         SHARD_DURATION.observe(duration)
         result["duration_ms"] = round(duration * 1000, 3)
+        result["phases_ms"] = phases.ms
         return result
 
     # -- PRICES --
@@ -159,9 +166,7 @@ class ShardEvaluator:
     # -- ACTIONS --
 
     def _act(self, cache: ShardCache, sweep, hits, liquidatable: np.ndarray,  # noqa: ANN001
-             tick_ts: float, now: float) -> dict[str, Any]:
-        from risk_tasks.app import app
-
+             tick_ts: float, now: float, phases: "Phases") -> dict[str, Any]:
         ids = cache.ids
         counts = {"soft": 0, "hard": 0, "emergency": 0}
         masks = {t: np.zeros(cache.n, dtype=bool) for t in PolicyType}
@@ -171,17 +176,21 @@ class ShardEvaluator:
                 counts[hit.policy.type.value] += n
                 VIOLATIONS.labels(hit.policy.type.value, hit.policy.name).inc(n)
                 masks[hit.policy.type] |= hit.violated
-        started = self._liquidate(app, cache, sweep, liquidatable, tick_ts)
+        started = self._liquidate(cache, sweep, liquidatable, tick_ts)
+        phases.mark("liquidations")
         stops = self._emergency_stops(cache, hits, masks[PolicyType.EMERGENCY] & ~liquidatable)
+        phases.mark("emergency_stops")
         trips = self._circuit_breaker(cache, masks[PolicyType.HARD], tick_ts)
-        alerts = self._alerts(app, cache, hits, stops, trips, tick_ts, now)
+        phases.mark("circuit_breaker")
+        alerts = self._alerts(cache, hits, stops, trips, tick_ts, now)
+        phases.mark("alerts")
         return {"violations": counts, "liquidations_started": started,
                 "emergency_stops": len(stops), "breaker_trips": len(trips), "alerts": alerts,
                 "accounts_in_breach": int(np.count_nonzero(
                     masks[PolicyType.SOFT] | masks[PolicyType.HARD]
                     | masks[PolicyType.EMERGENCY] | liquidatable))}
 
-    def _liquidate(self, app, cache: ShardCache, sweep, liquidatable, tick_ts: float) -> int:  # noqa: ANN001
+    def _liquidate(self, cache: ShardCache, sweep, liquidatable, tick_ts: float) -> int:  # noqa: ANN001
         slots = np.flatnonzero(liquidatable)
         if not len(slots):
             return 0
@@ -203,15 +212,13 @@ class ShardEvaluator:
             else:
                 waiting.append((slot, account_id, current.decode()))
         resent = self._lost_episodes(waiting, tick_ts)
-        count = 0
-        with app.producer_or_acquire() as producer:
-            for slot, account_id, episode in sends + resent:
-                reason = (f"equity {sweep.equity[slot]:.2f} below maintenance margin "
-                          f"{sweep.maintenance[slot]:.2f}")
-                args = [account_id, reason, episode]
-                app.send_task("risk.liquidate_account", args=args, producer=producer,
-                              argsrepr=repr(args))
-                count += 1
+        calls = []
+        for slot, account_id, episode in sends + resent:
+            reason = (f"equity {sweep.equity[slot]:.2f} below maintenance margin "
+                      f"{sweep.maintenance[slot]:.2f}")
+            args = [account_id, reason, episode]
+            calls.append((args, repr(args)))
+        send_many("risk.liquidate_account", calls)
         if sends:
             log_event(log, "liquidations started", shard=cache.shard, count=len(sends),
                       tick_ts=tick_ts)
@@ -296,7 +303,7 @@ class ShardEvaluator:
                 reduced.append(account_id)
         return reduced
 
-    def _alerts(self, app, cache: ShardCache, hits, stops: list[str], trips: list[str],  # noqa: ANN001
+    def _alerts(self, cache: ShardCache, hits, stops: list[str], trips: list[str],  # noqa: ANN001
                 tick_ts: float, now: float) -> int:
         window = self.settings.alert_dedup_seconds
         claimed = self._claimed
@@ -357,13 +364,7 @@ class ShardEvaluator:
                            "value": _num(hit.values[slot]), "operator": hit.policy.operator,
                            "threshold": str(hit.policy.threshold)}
                           for hit, slot, alert in fresh]})
-        if outgoing:
-            with app.producer_or_acquire() as producer:
-                for alert in outgoing:
-                    # A short repr: Celery's saferepr of a whole alert costs more than
-                    # building and publishing the message.
-                    app.send_task("risk.send_alert", args=[alert], producer=producer,
-                                  argsrepr=alert_repr(alert))
+        send_many("risk.send_alert", [([alert], alert_repr(alert)) for alert in outgoing])
         return len(outgoing)
 
     # -- MONITOR MARKS --
@@ -425,6 +426,19 @@ class ShardEvaluator:
                       "shortfall": float(shortfall[s])} for s in order],
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
+
+
+class Phases:
+    """Wall time of each step of a shard, in ms (where a slow shard spends it)."""
+
+    def __init__(self, started: float) -> None:
+        self.last = started
+        self.ms: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.ms[name] = round((now - self.last) * 1000, 3)
+        self.last = now
 
 
 def alert_repr(alert: dict) -> str:

@@ -151,6 +151,9 @@ def finish(rt, results: list, tick_ts: float) -> dict[str, Any]:  # noqa: ANN001
         "shard_ms_max": max((x.get("duration_ms", 0) for x in results), default=0),
         # Shards a process had to read whole from Redis (first sight, or state replaced).
         "cache_loads": sum(1 for x in results if x.get("cache") == "load"),
+        # Each step's time in the slowest shard (where a slow tick went).
+        "slowest_shard_phases_ms": max(results, key=lambda x: x.get("duration_ms", 0),
+                                       default={}).get("phases_ms", {}),
         "counters": counters,
     }
     TICKS.labels("failed_shards" if failed else "completed").inc()

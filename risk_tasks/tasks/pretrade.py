@@ -18,10 +18,12 @@ from risk_tasks.tasks.base import risk_task
 # Celery renders every result for its success log line and event, whether or not they
 # are on; a decision is a nested dict, so it renders only its first characters.
 RESULT_REPR = 96
+# On the solo-pool pretrade worker these run through a lean strategy (see its module).
+FAST = "risk_tasks.fastpath:pretrade"
 
 
 @risk_task("risk.check_order", ignore_result=False, acks_late=False,
-           resultrepr_maxsize=RESULT_REPR)
+           resultrepr_maxsize=RESULT_REPR, Strategy=FAST)
 def check_order(order: Any) -> dict:
     """Approve or reject one order. Malformed input of any shape is ``invalid_request``."""
     outcome = runtime().pretrade.check(order)
@@ -30,7 +32,7 @@ def check_order(order: Any) -> dict:
 
 
 @risk_task("risk.check_order_batch", ignore_result=False, acks_late=False,
-           resultrepr_maxsize=RESULT_REPR)
+           resultrepr_maxsize=RESULT_REPR, Strategy=FAST)
 def check_order_batch(orders: Any) -> list:
     """Decisions for many orders, in the same order (at most 1000 per batch)."""
     service = runtime().pretrade
@@ -46,7 +48,7 @@ def check_order_batch(orders: Any) -> list:
 
 
 @risk_task("risk.get_risk_metrics", ignore_result=False, acks_late=False,
-           resultrepr_maxsize=RESULT_REPR)
+           resultrepr_maxsize=RESULT_REPR, Strategy=FAST)
 def get_risk_metrics(account_id: Any) -> dict:
     """Current metrics of one account, with its positions and liquidation prices."""
     return account_metrics(runtime().store, account_id)

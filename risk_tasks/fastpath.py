@@ -1,0 +1,132 @@
+"""A lean execution strategy for the pre-trade tasks (Celery's ``Task.Strategy``).
+
+Celery hands every message of a task to its *strategy*, which builds a ``Request``,
+fires ``task_received``, passes the request to the pool, and the pool runs it through
+the tracer (signals, state bookkeeping, result store, logging). On the pretrade worker
+(solo pool, at-most-once, no time limits) most of that is per-message overhead for a
+task that takes a fraction of a millisecond. This strategy runs a plain pre-trade call
+in the consumer itself: decode, run, store the result in the result backend, acknowledge,
+and send the same task events (``task-received``, ``task-succeeded`` / ``task-failed``)
+when events are on, so Flower and the result backend see what they always see.
+
+Anything that is not a plain call goes to Celery's default strategy unchanged: a message
+in an older protocol, one with an ETA or countdown, a revoked or expired task, a retry,
+or a worker whose pool is not ``solo`` (prefork must run tasks in its children).
+
+The caller cannot tell the two apart: same message, same result record, same events.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from celery import states
+from celery.utils.saferepr import saferepr
+from celery.worker import state as worker_state
+from celery.worker import strategy as celery_strategy
+
+log = logging.getLogger(__name__)
+
+
+class PlainCall:
+    """What the result backend reads of a request (``RiskRedisBackend`` keys on ``task``)."""
+
+    __slots__ = ("id", "task", "hostname", "args", "kwargs", "delivery_info")
+
+    def __init__(self, task_id: str, task: str, hostname: str, args: list, kwargs: dict,
+                 delivery_info: dict | None) -> None:
+        self.id = task_id
+        self.task = task
+        self.hostname = hostname
+        self.args = args
+        self.kwargs = kwargs
+        self.delivery_info = delivery_info
+
+
+def pretrade(task, app, consumer, **options: Any):  # noqa: ANN001, ANN201
+    """``Task.Strategy`` of the pre-trade tasks: see the module docstring."""
+    from risk_tasks.settings import get_settings
+
+    fallback = celery_strategy.default(task, app, consumer, **options)
+    pool = getattr(consumer, "pool", None)
+    if type(pool).__module__ != "celery.concurrency.solo" \
+            or not get_settings().pretrade_fast_strategy:
+        return fallback
+    eventer = consumer.event_dispatcher
+    send_event = eventer.send if eventer is not None and eventer.enabled \
+        and task.send_events else None
+    revoked = consumer.controller.state.revoked
+    hostname = consumer.hostname
+    connection_errors = consumer.connection_errors
+    backend = task.backend
+    run = task.run
+    name = task.name
+    repr_size = task.resultrepr_maxsize
+
+    def handler(message, body, ack, reject, callbacks, **kwargs):  # noqa: ANN001, ANN202
+        headers = message.headers
+        if (body is not None or not headers or "args" in message.payload
+                or headers.get("eta") or headers.get("retries") or headers.get("task") != name):
+            return fallback(message, body, ack, reject, callbacks, **kwargs)
+        task_id = headers["id"]
+        expires = headers.get("expires")
+        if task_id in revoked or (expires and _expired(expires)):
+            return fallback(message, body, ack, reject, callbacks, **kwargs)
+        try:
+            args, call_kwargs, _embed = message.decode()
+        except Exception:  # noqa: BLE001 - let Celery report an undecodable message
+            return fallback(message, body, ack, reject, callbacks, **kwargs)
+        if send_event is not None:
+            send_event("task-received", uuid=task_id, name=name,
+                       args=headers.get("argsrepr", ""), kwargs=headers.get("kwargsrepr", ""),
+                       root_id=headers.get("root_id"), parent_id=headers.get("parent_id"),
+                       retries=0, eta=None, expires=expires)
+        call = PlainCall(task_id, name, hostname, args, call_kwargs, message.delivery_info)
+        # What ``celery inspect stats`` counts as processed, as for any other task.
+        worker_state.total_count[name] += 1
+        worker_state.all_total_count[0] += 1
+        started = time.monotonic()
+        try:
+            result = run(*args, **call_kwargs)
+        except Exception as exc:  # noqa: BLE001 - reported to the caller as Celery would
+            log.exception("task %s[%s] raised", name, task_id)
+            _finish(lambda: backend.mark_as_failure(task_id, exc, request=call), task_id)
+            ack(log, connection_errors)
+            if send_event is not None:
+                _finish(lambda: send_event("task-failed", uuid=task_id,
+                                           exception=saferepr(exc), traceback=None,
+                                           hostname=hostname), task_id)
+            return None
+        _finish(lambda: backend.store_result(task_id, result, states.SUCCESS, request=call),
+                task_id)
+        ack(log, connection_errors)
+        if send_event is not None:
+            _finish(lambda: send_event("task-succeeded", uuid=task_id,
+                                       result=saferepr(result, repr_size),
+                                       runtime=time.monotonic() - started), task_id)
+        return None
+
+    return handler
+
+
+def _finish(step, task_id: str) -> None:  # noqa: ANN001
+    """A result or event that cannot be written is logged, never raised: an exception
+    here would stop the worker's consumer. The caller gets no answer and fails closed at
+    its timeout, as when the default tracer cannot store a result."""
+    try:
+        step()
+    except Exception:  # noqa: BLE001
+        log.exception("could not record the outcome of pre-trade task %s", task_id)
+
+
+def _expired(expires: str) -> bool:
+    try:
+        moment = datetime.fromisoformat(expires)
+    except (TypeError, ValueError):
+        return True  # let the default strategy judge it
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment <= datetime.now(timezone.utc)

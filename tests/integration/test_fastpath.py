@@ -1,0 +1,63 @@
+"""The lean pre-trade strategy (risk_tasks/fastpath.py) on a real solo worker: a plain
+call is answered and counted like any task; what it does not handle goes to Celery's
+default strategy and behaves as Celery always does."""
+
+import time
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from celery.exceptions import TaskRevokedError
+
+from risk_tasks.engine.model import SymbolSpec
+from risk_tasks.fastpath import _expired
+
+pytestmark = pytest.mark.integration
+
+
+def order(order_id: str) -> dict:
+    return {"order_id": order_id, "account_id": "FP", "symbol": "BTC", "side": "BUY",
+            "quantity": 1, "order_type": "MARKET"}
+
+
+@pytest.fixture()
+def priced(rt):  # noqa: ANN001, ANN201
+    rt.store.put_symbols([SymbolSpec("BTC", Decimal("0.1"), Decimal("0.05"))])
+    rt.store.upsert_account({"account_id": "FP", "balance": Decimal(1000)})
+    rt.store.ingest_prices({"BTC": Decimal(100)}, time.time())
+
+
+def processed(app, worker) -> int:  # noqa: ANN001
+    stats = app.control.inspect(destination=[worker.hostname], timeout=5).stats()
+    return stats[worker.hostname]["total"].get("risk.check_order", 0)
+
+
+def test_a_plain_check_is_answered_stored_and_counted(app, session_worker, priced):
+    # given
+    before = processed(app, session_worker)
+    # when
+    result = app.send_task("risk.check_order", [order("fp-1")])
+    decision = result.get(timeout=10)
+    # then: the caller's answer, the stored result and the worker's count
+    assert decision["approved"] is True
+    assert app.AsyncResult(result.id).state == "SUCCESS"
+    assert processed(app, session_worker) == before + 1
+
+
+def test_an_expired_check_goes_through_celerys_default_strategy(app, session_worker, priced):
+    # given: a message whose caller gave up before it was taken
+    expired = datetime.now(timezone.utc) - timedelta(seconds=5)
+    # when
+    result = app.send_task("risk.check_order", [order("fp-2")], expires=expired)
+    # then: revoked as Celery does it, never decided
+    with pytest.raises(TaskRevokedError):
+        result.get(timeout=10)
+    assert app.send_task("risk.check_order", [order("fp-3")]).get(timeout=10)["approved"]
+
+
+def test_expiry_parsing():
+    now = datetime.now(timezone.utc)
+    assert _expired((now - timedelta(seconds=1)).isoformat())
+    assert not _expired((now + timedelta(seconds=5)).isoformat())
+    assert not _expired((now + timedelta(seconds=5)).replace(tzinfo=None).isoformat())
+    assert _expired("not a date")  # left to the default strategy to judge

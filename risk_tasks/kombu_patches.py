@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import redis
+
 from kombu.transport import redis as kombu_redis
 
 _ATTR = "_risk_cached_client"
@@ -23,6 +25,12 @@ def _conn_or_acquire(self, client=None):  # noqa: ANN001, ANN202 - kombu's signa
     if client:
         yield client
         return
+    if self.connection is None:
+        # A channel closed by a lost connection. Say so as a connection error, which
+        # kombu's ``ensure`` answers by reconnecting and reviving the producer (building
+        # a pool here would fail with an AttributeError that nothing retries, and a
+        # publisher such as beat would stay stuck on the dead channel).
+        raise redis.exceptions.ConnectionError("the broker channel is closed")
     cached = self.__dict__.get(_ATTR)
     if cached is None or cached.connection_pool is not self.pool:
         cached = self._create_client()

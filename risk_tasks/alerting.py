@@ -66,7 +66,11 @@ def claim_many(client: redis.Redis, alerts: Sequence[dict[str, Any]],
 def claim_many_for(client: redis.Redis, alerts: Sequence[dict[str, Any]],
                    window_seconds: float) -> list[tuple[bool, float]]:
     """Like ``claim_many``, with the seconds left of the window each alert found (its
-    own or another's), so a raiser can skip a known-taken window until it ends."""
+    own or another's), so a raiser can skip a known-taken window until it ends.
+
+    A raiser that sends its alerts after claiming may claim for a short hold only and
+    ``extend_many`` once they are sent: if the send fails, the hold lapses by itself
+    and a later raise goes out, rather than the whole window passing in silence."""
     if not alerts:
         return []
     script = client.register_script(_CLAIM)
@@ -75,6 +79,27 @@ def claim_many_for(client: redis.Redis, alerts: Sequence[dict[str, Any]],
         script(keys=[dedup_key(alert)], args=[alert["alert_id"], int(window_seconds * 1000)],
                client=pipe)
     return [(bool(won), max(int(left), 0) / 1000.0) for won, left in pipe.execute()]
+
+
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+def extend_many(client: redis.Redis, alerts: Sequence[dict[str, Any]],
+                window_seconds: float) -> None:
+    """Stretch the windows these alerts hold (their own claims only) to ``window_seconds``."""
+    if not alerts:
+        return
+    script = client.register_script(_EXTEND)
+    pipe = client.pipeline(transaction=False)
+    for alert in alerts:
+        script(keys=[dedup_key(alert)], args=[alert["alert_id"], int(window_seconds * 1000)],
+               client=pipe)
+    pipe.execute()
 
 
 def claim(client: redis.Redis, alert: dict[str, Any], window_seconds: float) -> bool:

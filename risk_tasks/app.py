@@ -58,6 +58,9 @@ def send_many(name: str, calls: Iterable[tuple[list, str]], batch: int = 500) ->
     more than building the message. Messages not yet flushed when an error interrupts
     the loop are not sent (callers own recovery: an episode that left no progress is
     sent again by the monitor)."""
+    calls = list(calls)
+    if not calls:
+        return 0
     sent = 0
     with app.producer_or_acquire() as producer, producer.batch(max_size=batch):
         for args, argsrepr in calls:

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 LEVEL_OF = {PolicyType.SOFT: "warning", PolicyType.HARD: "critical",
             PolicyType.EMERGENCY: "emergency"}
+CLAIM_HOLD_SECONDS = 30.0  # an alert's claim before its message is sent (see _alerts)
 STORM_THRESHOLD = 20  # fresh alerts of one policy in one shard-tick above which one summary goes
 PEAK_JOURNAL_EVERY = 60  # seconds between journal records of monitor-raised peaks
 MAX_STRESS_ROWS = 1000
@@ -330,7 +331,10 @@ class ShardEvaluator:
         extra += [alerting.make_alert("critical", "circuit_breaker",
                                       f"{a}: circuit breaker tripped, account set to REDUCING",
                                       account_id=a, at=now) for a in trips]
-        claims = alerting.claim_many_for(self.redis, [c[2] for c in unknown] + extra, window)
+        # Claimed for a short hold first, stretched to the window once sent (below): if
+        # the send fails, the hold lapses and a later tick raises the alert again.
+        hold = min(window, CLAIM_HOLD_SECONDS)
+        claims = alerting.claim_many_for(self.redis, [c[2] for c in unknown] + extra, hold)
         won = [ok for ok, _ in claims]
         fresh = []
         for (hit, slot, alert), (ok, left) in zip(unknown, claims):
@@ -365,6 +369,12 @@ class ShardEvaluator:
                            "threshold": str(hit.policy.threshold)}
                           for hit, slot, alert in fresh]})
         send_many("risk.send_alert", [([alert], alert_repr(alert)) for alert in outgoing])
+        held = [alert for _, _, alert in fresh] + \
+            [a for a, ok in zip(extra, won[len(unknown):]) if ok]
+        if held and window > hold:
+            alerting.extend_many(self.redis, held, window)
+            for _, _, alert in fresh:
+                claimed[(alert["policy"], alert["account_id"])] = now + window
         return len(outgoing)
 
     # -- MONITOR MARKS --

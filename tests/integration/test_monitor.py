@@ -50,6 +50,7 @@ class Sweep:
     violations: list[Any] = field(default_factory=list)  # ViolationRow
     episodes: dict[str, str | None] = field(default_factory=dict)
     accounts: dict[str, Any] = field(default_factory=dict)  # engine Account, read back
+    window_ms: dict[str, int] = field(default_factory=dict)  # alert id -> its claim's PTTL
 
     def record(self, tick: Tick) -> None:
         seen = sum(len(x) for x in self.alerts)
@@ -69,6 +70,9 @@ class Sweep:
         self.violations = world.rows(ViolationRow)
         self.episodes = {a: world.episode(a) for a in ACCOUNTS}
         self.accounts = {a: world.rt.store.read_account(a)[0] for a in ACCOUNTS}
+        from risk_tasks import alerting
+        self.window_ms = {a["alert_id"]: world.rt.redis.pttl(alerting.dedup_key(a))
+                          for batch in self.alerts for a in batch}
 
     def changes(self, account_id: str, new_state: str) -> list[Any]:
         return [c for c in self.state_changes
@@ -273,6 +277,13 @@ def test_alerts_are_deduplicated_across_ticks(policy_sweep):
         assert set(alert) >= {"alert_id", "level", "kind", "policy", "account_id", "message",
                               "details", "at"}
         assert alert["level"] in ("warning", "critical", "emergency")
+
+
+def test_a_sent_alert_holds_its_whole_dedup_window(policy_sweep):
+    # then: each alert the monitor sent stretched its claim from the 30 s hold (taken
+    # before sending) to the 5-minute window
+    assert policy_sweep.window_ms
+    assert all(ms > 60_000 for ms in policy_sweep.window_ms.values()), policy_sweep.window_ms
 
 
 def test_violations_are_recorded_in_postgres_once_per_alert(policy_sweep):

@@ -172,3 +172,30 @@ def applied_fill(case: Case, result: Any) -> tuple[str, str, Any] | None:
         return None
     return fill.account_id, fill.symbol, fill.quantity if fill.side.value == "BUY" \
         else -fill.quantity
+
+
+def record(case: Case, result: Any, verdicts: Any, findings: list[str],  # noqa: ANN401
+           fills: list) -> None:
+    """Judge one case's result: count its verdict, keep a finding when it is BAD, and
+    remember a fill it applied (for the state checks at the end)."""
+    verdict, detail = judge(case, result)
+    verdicts[verdict] += 1
+    if verdict == "BAD":
+        findings.append(f"{case.describe()}: {detail}")
+    fill = applied_fill(case, result)
+    if fill is not None:
+        fills.append(fill)
+
+
+def arrange_world(world: Any) -> list:  # noqa: ANN401 - tests.integration.helpers.World
+    """What every fuzz run starts from: BTC at 100, the default policies, account FA
+    (long 2 BTC) and FB; returns the fills applied (account, symbol, signed quantity)."""
+    from decimal import Decimal
+
+    world.default_policies()
+    world.symbol("BTC", collar="0.5", max_notional=1_000_000)
+    world.prices({"BTC": 100})
+    world.account("FA", 100_000)
+    world.account("FB", 50_000)
+    world.fill("FA", "BTC", "BUY", 2, 100)
+    return [("FA", "BTC", Decimal(2))]

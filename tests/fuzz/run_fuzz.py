@@ -18,7 +18,6 @@ import os
 import sys
 import time
 from collections import Counter
-from decimal import Decimal
 
 import orjson
 
@@ -54,7 +53,7 @@ def run(opts: argparse.Namespace) -> int:
     import models
     from risk_tasks.runtime import runtime
     from tests.fuzz.cases import TASK_CASES, load_line_cases
-    from tests.fuzz.judge import applied_fill, judge, run_in_process
+    from tests.fuzz.judge import arrange_world, record, run_in_process
     from tests.integration.helpers import World
     from tests.support.invariants import fill_sums, violations
 
@@ -62,13 +61,7 @@ def run(opts: argparse.Namespace) -> int:
     models.migrate(os.environ["RISK_DATABASE_URL"])
     rt = runtime()
     world = World(rt, None)
-    world.default_policies()
-    world.symbol("BTC", collar="0.5", max_notional=1_000_000)
-    world.prices({"BTC": 100})
-    world.account("FA", 100_000)
-    world.account("FB", 50_000)
-    world.fill("FA", "BTC", "BUY", 2, 100)
-    fills = [("FA", "BTC", Decimal(2))]
+    fills = arrange_world(world)
 
     targets = {**TASK_CASES, "load": load_line_cases()}
     per_target = max(1, opts.cases // len(targets))
@@ -86,13 +79,7 @@ def run(opts: argparse.Namespace) -> int:
                 verdicts[name]["BAD"] += 1
                 findings.append(f"{case.describe()} raised {exc!r:.300}")
                 return
-            verdict, detail = judge(case, result)
-            verdicts[name][verdict] += 1
-            if verdict == "BAD":
-                findings.append(f"{case.describe()}: {detail}")
-            fill = applied_fill(case, result)
-            if fill is not None:
-                fills.append(fill)
+            record(case, result, verdicts[name], findings, fills)
 
         return one
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from decimal import Decimal
 
 import orjson
 import pytest
@@ -22,7 +21,7 @@ from hypothesis import strategies as st
 
 from risk_tasks.state import keys
 from tests.fuzz.cases import TASK_CASES, Case, action_cases, load_line_cases, stress_cases
-from tests.fuzz.judge import applied_fill, as_message, judge, run_in_process
+from tests.fuzz.judge import arrange_world, as_message, record, run_in_process
 from tests.integration.helpers import wait_until
 from tests.support.broker import BrokerQueues
 from tests.support.invariants import fill_sums, violations
@@ -39,13 +38,7 @@ FUZZ = settings(max_examples=EXAMPLES, database=None, deadline=None,
 def fuzz_world(world):  # noqa: ANN001, ANN201
     """BTC at 100, the default policies, account FA (long 2 BTC) and FB; returns the
     world and the list of fills applied (account, symbol, signed quantity)."""
-    world.default_policies()
-    world.symbol("BTC", collar="0.5", max_notional=1_000_000)
-    world.prices({"BTC": 100})
-    world.account("FA", 100_000)
-    world.account("FB", 50_000)
-    world.fill("FA", "BTC", "BUY", 2, 100)
-    return world, [("FA", "BTC", Decimal(2))]
+    return world, arrange_world(world)
 
 
 def assert_state_sound(world, fills) -> None:  # noqa: ANN001
@@ -71,13 +64,7 @@ def test_fuzzed_arguments_are_accepted_or_refused_naming_the_field(fuzz_world, t
         except Exception as exc:  # noqa: BLE001 - the finding
             findings.append(f"{case.describe()} raised {exc!r:.300}")
             return
-        verdict, detail = judge(case, result)
-        verdicts[verdict] += 1
-        if verdict == "BAD":
-            findings.append(f"{case.describe()}: {detail}")
-        fill = applied_fill(case, result)
-        if fill is not None:
-            fills.append(fill)
+        record(case, result, verdicts, findings, fills)
 
     run()
     # then: every case ended cleanly, and most were refusals (the cases are hostile)
@@ -115,13 +102,7 @@ def test_fuzzed_messages_through_a_real_worker_leave_it_alive_and_the_state_soun
             findings.append(f"{case.describe()} raised {result!r:.300}")
             verdicts["raised"] += 1
             return
-        verdict, detail = judge(case, result)
-        verdicts[verdict] += 1
-        if verdict == "BAD":
-            findings.append(f"{case.describe()}: {detail}")
-        fill = applied_fill(case, result)
-        if fill is not None:
-            fills.append(fill)
+        record(case, result, verdicts, findings, fills)
 
     run()
     assert findings == [], findings[:5]

@@ -71,14 +71,8 @@ def claim_many_for(client: redis.Redis, alerts: Sequence[dict[str, Any]],
     A raiser that sends its alerts after claiming may claim for a short hold only and
     ``extend_many`` once they are sent: if the send fails, the hold lapses by itself
     and a later raise goes out, rather than the whole window passing in silence."""
-    if not alerts:
-        return []
-    script = client.register_script(_CLAIM)
-    pipe = client.pipeline(transaction=False)
-    for alert in alerts:
-        script(keys=[dedup_key(alert)], args=[alert["alert_id"], int(window_seconds * 1000)],
-               client=pipe)
-    return [(bool(won), max(int(left), 0) / 1000.0) for won, left in pipe.execute()]
+    return [(bool(won), max(int(left), 0) / 1000.0)
+            for won, left in _each(client, _CLAIM, alerts, window_seconds)]
 
 
 _EXTEND = """
@@ -92,14 +86,20 @@ return 0
 def extend_many(client: redis.Redis, alerts: Sequence[dict[str, Any]],
                 window_seconds: float) -> None:
     """Stretch the windows these alerts hold (their own claims only) to ``window_seconds``."""
+    _each(client, _EXTEND, alerts, window_seconds)
+
+
+def _each(client: redis.Redis, source: str, alerts: Sequence[dict[str, Any]],
+          window_seconds: float) -> list:
+    """Run a window script on each alert's dedup key, in one pipelined round trip."""
     if not alerts:
-        return
-    script = client.register_script(_EXTEND)
+        return []
+    script = client.register_script(source)
     pipe = client.pipeline(transaction=False)
     for alert in alerts:
         script(keys=[dedup_key(alert)], args=[alert["alert_id"], int(window_seconds * 1000)],
                client=pipe)
-    pipe.execute()
+    return pipe.execute()
 
 
 def claim(client: redis.Redis, alert: dict[str, Any], window_seconds: float) -> bool:

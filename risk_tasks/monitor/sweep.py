@@ -335,7 +335,6 @@ class ShardEvaluator:
         # the send fails, the hold lapses and a later tick raises the alert again.
         hold = min(window, CLAIM_HOLD_SECONDS)
         claims = alerting.claim_many_for(self.redis, [c[2] for c in unknown] + extra, hold)
-        won = [ok for ok, _ in claims]
         fresh = []
         for (hit, slot, alert), (ok, left) in zip(unknown, claims):
             # Known taken (by us or by another process) until its window ends: no round
@@ -343,9 +342,8 @@ class ShardEvaluator:
             claimed[(hit.policy.name, alert["account_id"])] = now + left
             if ok:
                 fresh.append((hit, slot, alert))
-        if len(claimed) > 500_000:
-            self._claimed = {k: v for k, v in claimed.items() if v > now}
-        outgoing = [a for a, ok in zip(extra, won[len(unknown):]) if ok]
+        won_extra = [a for a, (ok, _) in zip(extra, claims[len(unknown):]) if ok]
+        outgoing = list(won_extra)
         by_policy: dict[str, list] = {}
         for item in fresh:
             by_policy.setdefault(item[0].policy.name, []).append(item)
@@ -369,12 +367,13 @@ class ShardEvaluator:
                            "threshold": str(hit.policy.threshold)}
                           for hit, slot, alert in fresh]})
         send_many("risk.send_alert", [([alert], alert_repr(alert)) for alert in outgoing])
-        held = [alert for _, _, alert in fresh] + \
-            [a for a, ok in zip(extra, won[len(unknown):]) if ok]
+        held = [alert for _, _, alert in fresh] + won_extra
         if held and window > hold:
             alerting.extend_many(self.redis, held, window)
             for _, _, alert in fresh:
                 claimed[(alert["policy"], alert["account_id"])] = now + window
+        if len(claimed) > 500_000:
+            self._claimed = {k: v for k, v in claimed.items() if v > now}
         return len(outgoing)
 
     # -- MONITOR MARKS --

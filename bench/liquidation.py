@@ -20,11 +20,15 @@ the tick's aggregate, and checks that exactly the expected accounts were liquida
 once each (one episode per account, no symbol closed twice, every closed symbol flat,
 and a second tick starting nothing). Emergency policies are not loaded: a -9 % move
 would otherwise also stop and unwind the targets it does not liquidate, which is not
-what this measures. The paper gateway is used (fills at mark).
+what this measures. The paper gateway is used (fills at mark). The liquidations run on
+``--liq-workers`` workers of the ``actions`` role (solo pool, one process each; 2 by
+default, one per core); ``--liq-pool prefork`` runs one prefork worker of that
+concurrency instead, for comparison. The JSON also gives each worker's CPU time from the
+shock to the last episode seen done (all its processes, from /proc).
 
 **Soak.** ``--soak N`` runs N trials: in each, a monitor tick finds ``--soak-accounts``
 accounts with three positions each below zero equity and sends their liquidations; the
-liquidation worker is SIGKILLed, a new one is started and the monitor keeps ticking
+liquidation workers are SIGKILLed, new ones are started and the monitor keeps ticking
 every second, as beat would: a killed worker's unacknowledged messages come back after
 the broker's visibility timeout, and one lost in the transport (taken off the queue but
 not yet recorded as unacknowledged when the worker died) is sent again by the monitor
@@ -49,7 +53,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import emit, machine, start_services  # noqa: E402
+from bench.common import emit, group_cpu_seconds, machine, start_services  # noqa: E402
 
 SHOCK_SYMBOL = "SHK"
 SHOCK_MARK = Decimal("100")
@@ -58,13 +62,34 @@ SHOCK_MARK = Decimal("100")
 # -- WORKERS --
 
 def start_worker(name: str, queues: str, concurrency: int, env: dict | None = None,
-                 log: Path | None = None) -> subprocess.Popen:
+                 log: Path | None = None, pool: str = "prefork") -> subprocess.Popen:
     out = open(log, "ab") if log else subprocess.DEVNULL
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "risk_tasks", "worker", "-P", "prefork",
+        [sys.executable, "-m", "celery", "-A", "risk_tasks", "worker", "-P", pool,
          "-c", str(concurrency), "-Q", queues, "-n", f"{name}@%h", "--without-gossip",
          "--without-mingle", "-l", "warning"],
         env=dict(os.environ, **(env or {})), stdout=out, stderr=out, start_new_session=True)
+
+
+def start_liquidators(args: argparse.Namespace, name: str, log: Path) -> list[subprocess.Popen]:
+    """The workers of the ``liquidation`` queue: the ``actions`` role's command (solo, one
+    process each), ``--liq-workers`` of them; or, with ``--liq-pool prefork``, one
+    prefork worker of that concurrency (for comparison). ``.node`` is each one's name."""
+    from risk_tasks.roles import ROLES, worker_command
+
+    if args.liq_pool == "prefork":
+        worker = start_worker(name, "liquidation", args.liq_workers, log=log)
+        worker.node = name
+        return [worker]
+    workers = []
+    for i in range(args.liq_workers):
+        out = open(log, "ab")
+        worker = subprocess.Popen(worker_command("actions", name=f"{name}{i}"),
+                                  env=dict(os.environ, **ROLES["actions"].env), stdout=out,
+                                  stderr=out, start_new_session=True)
+        worker.node = f"{name}{i}"
+        workers.append(worker)
+    return workers
 
 
 def wait_ready(app, name: str, timeout: float = 60.0) -> None:  # noqa: ANN001
@@ -179,14 +204,16 @@ def reaction(args: argparse.Namespace) -> dict:
     log_dir.mkdir(parents=True, exist_ok=True)
     monitor = start_worker("bench-liq-monitor", "monitor,shards", args.monitor_workers,
                            log=log_dir / "monitor.log")
-    liquidator = start_worker("bench-liq-actions", "liquidation", args.liq_workers,
-                              log=log_dir / "liquidation.log")
+    liquidators = start_liquidators(args, "bench-liq-actions", log_dir / "liquidation.log")
     try:
         wait_ready(app, "bench-liq-monitor")
-        wait_ready(app, "bench-liq-actions")
+        for worker in liquidators:
+            wait_ready(app, worker.node)
         for _ in range(max(3, 2 * args.monitor_workers)):  # warm every process's caches
             warm = tick(app, time.time())
             assert warm["liquidations_started"] == 0, warm
+        cpu_before = {"liquidation": sum(group_cpu_seconds(w.pid) for w in liquidators),
+                      "monitor": group_cpu_seconds(monitor.pid)}
         # the shock
         shock_at = time.time()
         rt.store.ingest_prices({SHOCK_SYMBOL: shocked[SHOCK_SYMBOL]}, shock_at)
@@ -211,6 +238,9 @@ def reaction(args: argparse.Namespace) -> dict:
             time.sleep(0.05)
         finished = list(found.values())
         seen_done = time.time()
+        cpu = {"liquidation": sum(group_cpu_seconds(w.pid) for w in liquidators)
+               - cpu_before["liquidation"],
+               "monitor": group_cpu_seconds(monitor.pid) - cpu_before["monitor"]}
         # verification: exactly the expected accounts, once each
         all_keys = [k.decode() for k in rt.redis.scan_iter(match="risk:action:liq:*", count=10000)]
         episodes_by_account: dict[str, int] = {}
@@ -240,13 +270,20 @@ def reaction(args: argparse.Namespace) -> dict:
             "liquidations_started_by_tick": summary["liquidations_started"],
             "liquidations_started_by_next_tick": second["liquidations_started"],
             "tick_duration_ms": summary["duration_ms"],
+            "tick_slowest_shard_phases_ms": summary.get("slowest_shard_phases_ms"),
             "shock_to_tick_done_ms": round((tick_done - shock_at) * 1000, 1),
             "shock_to_last_liquidation_ms": round((max(completed_at) - shock_at) * 1000, 1)
             if completed_at else None,
             "shock_to_first_liquidation_ms": round((min(completed_at) - shock_at) * 1000, 1)
             if completed_at else None,
             "observed_all_done_ms": round((seen_done - shock_at) * 1000, 1),
+            # CPU of each worker (all its processes) from the shock to the last seen done
+            "liquidation_worker_cpu_s": round(cpu["liquidation"], 2),
+            "liquidation_worker_cpu_ms_per_episode": round(cpu["liquidation"] * 1000 / len(ids), 2)
+            if ids else None,
+            "monitor_worker_cpu_s": round(cpu["monitor"], 2),
             "monitor_workers": args.monitor_workers, "liquidation_workers": args.liq_workers,
+            "liquidation_pool": args.liq_pool,
             "shards": int(os.environ["RISK_SHARDS"]), "load_s": round(world["load_s"], 1),
         }
         result["exact"] = (result["unexpected_accounts"] == result["missing_accounts"]
@@ -257,7 +294,8 @@ def reaction(args: argparse.Namespace) -> dict:
         return result
     finally:
         stop_group(monitor)
-        stop_group(liquidator)
+        for worker in liquidators:
+            stop_group(worker)
 
 
 # -- SOAK --
@@ -302,8 +340,9 @@ def soak(args: argparse.Namespace) -> dict:
             rt.store.ingest_prices(shocked, time.time())
             # each account loses 10 x 20 + 15 x 15 + 20 x 10 = 625 > 500: equity below
             # zero, so every position is closed
-            worker = start_worker(f"soak-{trial}", "liquidation", 2, log=log_dir / "soak.log")
-            wait_ready(app, f"soak-{trial}")
+            workers = start_liquidators(args, f"soak-{trial}-", log_dir / "soak.log")
+            for worker in workers:
+                wait_ready(app, worker.node)
 
             def flat() -> int:
                 pipe = rt.redis.pipeline(transaction=False)
@@ -318,9 +357,9 @@ def soak(args: argparse.Namespace) -> dict:
             while flat() < target and time.monotonic() < wait_until:
                 time.sleep(0.001)
             at_kill = flat()
-            kill_group(worker)
-            replacement = start_worker(f"soak-{trial}-b", "liquidation", 2,
-                                       log=log_dir / "soak.log")
+            for worker in workers:
+                kill_group(worker)
+            replacements = start_liquidators(args, f"soak-{trial}-b", log_dir / "soak.log")
             deadline = time.monotonic() + args.timeout
             next_tick = time.monotonic()
             while flat() < n and time.monotonic() < deadline:
@@ -347,7 +386,8 @@ def soak(args: argparse.Namespace) -> dict:
             for line in (log_dir / "soak.log").read_text(errors="replace").splitlines():
                 if "sent again" in line and f"soak{trial}-" in line:
                     resent += 1
-            stop_group(replacement)
+            for worker in replacements:
+                stop_group(worker)
             trials.append({"trial": trial, "done_at_kill": at_kill, "lost": lost,
                            "doubled": doubled, "resend_log_lines": resent})
             print(f"  trial {trial}: {at_kill}/{n} flat at the kill, lost {lost}, "
@@ -370,7 +410,10 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=50)
     parser.add_argument("--shards", type=int, default=int(os.environ.get("RISK_SHARDS", 8)))
     parser.add_argument("--monitor-workers", type=int, default=2)
-    parser.add_argument("--liq-workers", type=int, default=4)
+    parser.add_argument("--liq-workers", type=int, default=2,
+                        help="how many actions-role workers (solo); with --liq-pool "
+                             "prefork, the one prefork worker's concurrency")
+    parser.add_argument("--liq-pool", choices=("solo", "prefork"), default="solo")
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--soak", type=int, default=0, help="SIGKILL trials instead")
     parser.add_argument("--soak-accounts", type=int, default=40)

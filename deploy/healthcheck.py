@@ -43,7 +43,7 @@ import urllib.request
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 DEFAULT_METRICS_PORT = "9808"
-ROLES = ("pretrade", "monitor", "ops")
+ROLES = ("pretrade", "monitor", "actions", "ops")
 
 
 def check_health_endpoint(timeout: float) -> tuple[bool, str]:

@@ -48,6 +48,13 @@ class RiskCelery(Celery):
         return super().send_task(name, args, kwargs, **options)
 
 
+def send_alert(alert: dict) -> None:
+    """Enqueue ``risk.send_alert`` for ``alert`` (with a short argsrepr)."""
+    from risk_tasks.alerting import alert_repr
+
+    app.send_task("risk.send_alert", args=[alert], argsrepr=alert_repr(alert))
+
+
 def send_many(name: str, calls: Iterable[tuple[list, str]], batch: int = 500) -> int:
     """Send many messages of one task, given (args, argsrepr) pairs, in pipelined Redis
     round trips (kombu's ``Producer.batch``) rather than one round trip each.

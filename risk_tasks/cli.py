@@ -454,7 +454,7 @@ def report(period: str, start: str | None, end: str | None, output_dir: str | No
 # -- RUNNING --
 
 @main.command()
-@click.argument("role", type=click.Choice(["pretrade", "monitor", "ops"]))
+@click.argument("role", type=click.Choice(["pretrade", "monitor", "actions", "ops"]))
 @click.option("--concurrency", "-c", type=int, default=None)
 @click.option("--name", default=None, help="Worker node name (default: the role).")
 def worker(role: str, concurrency: int | None, name: str | None) -> None:

@@ -99,14 +99,15 @@ def dead_letter(rt, app, entry: dict[str, Any], account_id: str | None = None) -
               idempotency_key=entry["idempotency_key"], attempts=entry["attempts"],
               failure=entry["failure"], error=entry["error"], account_id=account_id)
     if entry["task_name"] != "risk.send_alert":
-        app.send_task("risk.send_alert", args=[alerting.make_alert(
+        alert = alerting.make_alert(
             "critical", "dead_letter",
             f"{entry['task_name']} dead-lettered after {entry['attempts']} attempt(s): "
             f"{entry['error'][:300]}",
             account_id=account_id, policy=entry["task_name"], at=entry["at"],
             details={"dead_letter_id": entry["dead_letter_id"],
                      "idempotency_key": entry["idempotency_key"],
-                     "failure": entry["failure"]})])
+                     "failure": entry["failure"]})
+        app.send_task("risk.send_alert", args=[alert], argsrepr=alerting.alert_repr(alert))
     return entry
 
 

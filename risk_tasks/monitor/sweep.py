@@ -366,7 +366,7 @@ class ShardEvaluator:
                            "value": _num(hit.values[slot]), "operator": hit.policy.operator,
                            "threshold": str(hit.policy.threshold)}
                           for hit, slot, alert in fresh]})
-        send_many("risk.send_alert", [([alert], alert_repr(alert)) for alert in outgoing])
+        send_many("risk.send_alert", [([alert], alerting.alert_repr(alert)) for alert in outgoing])
         held = [alert for _, _, alert in fresh] + won_extra
         if held and window > hold:
             alerting.extend_many(self.redis, held, window)
@@ -448,10 +448,6 @@ class Phases:
         now = time.perf_counter()
         self.ms[name] = round((now - self.last) * 1000, 3)
         self.last = now
-
-
-def alert_repr(alert: dict) -> str:
-    return f"[{alert['level']} {alert['kind']} {alert.get('account_id') or ''}]"
 
 
 def _num(value: float) -> float | None:

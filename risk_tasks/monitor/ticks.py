@@ -109,11 +109,11 @@ def _platform_faults(rt, now: float) -> None:  # noqa: ANN001
             TradingState.REDUCING, f"price feed stale for {age:.0f} s", FEED_FAULT_BY, None,
             only_from=[TradingState.ACTIVE])
         if changed:
-            from risk_tasks.app import app
+            from risk_tasks.app import send_alert
 
-            app.send_task("risk.send_alert", args=[alerting.make_alert(
+            send_alert(alerting.make_alert(
                 "critical", "platform_fault", f"price feed stale for {age:.0f} s: platform "
-                "set to REDUCING", details={"feed_age_s": round(age, 1)})])
+                "set to REDUCING", details={"feed_age_s": round(age, 1)}))
     elif age <= limit and state["state"] == TradingState.REDUCING.value \
             and state["by"] == FEED_FAULT_BY:
         store.set_platform_state(TradingState.ACTIVE, "price feed back", FEED_FAULT_BY, None,

@@ -35,9 +35,9 @@ def _failed(rt, args: list, kwargs: dict, entry: dict) -> None:  # noqa: ANN001
 
 
 def notify(alert: dict) -> None:
-    from risk_tasks.app import app
+    from risk_tasks.app import send_alert
 
-    app.send_task("risk.send_alert", args=[alert])
+    send_alert(alert)
 
 
 @risk_task("risk.liquidate_account", acks_late=True, reject_on_worker_lost=True,

@@ -26,10 +26,11 @@ from tests.support import compose
 WORKER_QUEUES = {
     "worker-pretrade": {"pretrade", "control"},
     "worker-monitor": {"monitor", "shards"},
-    "worker-ops": {"ingest", "liquidation", "unwind", "alerts", "reports", "dead_letter"},
+    "worker-actions": {"liquidation", "unwind"},
+    "worker-ops": {"ingest", "alerts", "reports", "dead_letter"},
 }
-ENGINE_SERVICES = {"migrate", "worker-pretrade", "worker-monitor", "worker-ops", "beat",
-                   "flower", "simulator"}
+ENGINE_SERVICES = {"migrate", "worker-pretrade", "worker-monitor", "worker-actions",
+                   "worker-ops", "beat", "flower", "simulator"}
 SERVICES = ENGINE_SERVICES | {"redis", "postgres", "prometheus", "grafana"}
 SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|BASIC_AUTH|API_KEY|_AUTH$|CREDENTIAL", re.I)
 SECRET_VARIABLES = {"REDIS_PASSWORD", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH",

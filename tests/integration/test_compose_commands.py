@@ -1,7 +1,8 @@
 """The exact commands of docker-compose.yml, run as local processes, serve the engine.
 
 There is no Docker engine here, so each service of the compose file that runs engine
-code (worker-pretrade, worker-monitor, worker-ops, beat, flower) is started as a
+code (worker-pretrade, worker-monitor, worker-actions, worker-ops, beat, flower) is
+started as a
 process on this machine with the service's own command line and environment, as
 Compose would interpolate them from an .env written by deploy/make-env.sh. What a
 container gives a process for free is translated, and only that:
@@ -41,7 +42,7 @@ from tests.support.workers import PrivateBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ENGINE_PROCESSES = ("worker-pretrade", "worker-monitor", "worker-ops", "beat")
+ENGINE_PROCESSES = ("worker-pretrade", "worker-monitor", "worker-actions", "worker-ops", "beat")
 HOSTNAME = socket.gethostname()
 
 

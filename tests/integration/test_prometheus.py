@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
 RULE_TESTS = ROOT / "tests" / "prometheus" / "rules_test.yml"
-JOBS = {"worker-pretrade", "worker-monitor", "worker-ops", "beat", "flower"}
+JOBS = {"worker-pretrade", "worker-monitor", "worker-actions", "worker-ops", "beat", "flower"}
 
 
 def promtool(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:

@@ -27,7 +27,8 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 MAKE_ENV = ROOT / "deploy" / "make-env.sh"
 
-WORKER_SERVICES = {"worker-pretrade": "pretrade", "worker-monitor": "monitor", "worker-ops": "ops"}
+WORKER_SERVICES = {"worker-pretrade": "pretrade", "worker-monitor": "monitor",
+                   "worker-actions": "actions", "worker-ops": "ops"}
 
 # ${NAME...} or $NAME; $$ is a literal dollar.
 _VAR = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<braced>[^}]*)\}|(?P<named>[A-Za-z_][A-Za-z0-9_]*))")

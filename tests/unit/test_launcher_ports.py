@@ -21,7 +21,8 @@ def ports(monkeypatch, base: str) -> dict[str, str]:  # noqa: ANN001
 
 def test_each_worker_and_beat_gets_the_next_port(monkeypatch):
     assert ports(monkeypatch, "9808") == {"worker-pretrade": "9808", "worker-monitor": "9809",
-                                          "worker-ops": "9810", "beat": "9811", "flower": None}
+                                          "worker-actions": "9810", "worker-ops": "9811",
+                                          "beat": "9812", "flower": None}
 
 
 def test_port_zero_keeps_every_endpoint_off(monkeypatch):

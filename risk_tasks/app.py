@@ -7,6 +7,7 @@ imports them (no import cycle between the app and its tasks).
 from typing import Iterable
 
 from celery import Celery
+from kombu.utils.uuid import uuid
 
 from risk_tasks import kombu_patches
 
@@ -52,7 +53,7 @@ def send_alert(alert: dict) -> None:
     """Enqueue ``risk.send_alert`` for ``alert`` (with a short argsrepr)."""
     from risk_tasks.alerting import alert_repr
 
-    app.send_task("risk.send_alert", args=[alert], argsrepr=alert_repr(alert))
+    send_many("risk.send_alert", [([alert], alert_repr(alert))])
 
 
 def send_many(name: str, calls: Iterable[tuple[list, str]], batch: int = 500) -> int:
@@ -62,12 +63,47 @@ def send_many(name: str, calls: Iterable[tuple[list, str]], batch: int = 500) ->
     The monitor sends thousands of liquidations and alerts in one tick; a round trip per
     message is what made a broad market move slow, most of all when every core is busy.
     ``argsrepr`` is what Flower shows; Celery's own ``saferepr`` of the arguments costs
-    more than building the message. Messages not yet flushed when an error interrupts
-    the loop are not sent (callers own recovery: an episode that left no progress is
-    sent again by the monitor)."""
+    more than building the message. What ``send_task`` works out per call and is the
+    same for every message of one task (the task's options, its route, the parent task)
+    is worked out once; each message is then built and published by Celery's own
+    ``create_task_message`` and ``send_task_message``, the same message ``send_task``
+    sends (no result is awaited: these tasks ignore theirs). Messages not yet flushed
+    when an error interrupts the loop are not sent (callers own recovery: an episode
+    that left no progress is sent again by the monitor)."""
     calls = list(calls)
     if not calls:
         return 0
+    amqp = app.amqp
+    task = app.tasks.get(name)
+    if task is None or not task.ignore_result:  # one by one, as send_task would
+        return _send_each(name, calls, batch)
+    options = {**{k: v for k, v in task._get_exec_options().items() if v is not None},
+               "declare": []}
+    time_limit = options.pop("time_limit", None)
+    soft_time_limit = options.pop("soft_time_limit", None)
+    if options.pop("expires", None) is not None:  # relative to each send: one by one
+        return _send_each(name, calls, batch)
+    options.pop("ignore_result", None)
+    options = amqp.router.route(options, name, None, None, task)
+    root_id = parent_id = None
+    parent = app.current_worker_task
+    if parent is not None:
+        root_id = parent.request.root_id or parent.request.id
+        parent_id = parent.request.id
+    reply_to = app.thread_oid
+    sent = 0
+    with app.producer_or_acquire() as producer, producer.batch(max_size=batch):
+        for args, argsrepr in calls:
+            message = amqp.create_task_message(
+                uuid(), name, args, None, reply_to=reply_to, time_limit=time_limit,
+                soft_time_limit=soft_time_limit, root_id=root_id, parent_id=parent_id,
+                ignore_result=True, argsrepr=argsrepr, kwargsrepr="{}")
+            amqp.send_task_message(producer, name, message, **options)
+            sent += 1
+    return sent
+
+
+def _send_each(name: str, calls: list[tuple[list, str]], batch: int) -> int:
     sent = 0
     with app.producer_or_acquire() as producer, producer.batch(max_size=batch):
         for args, argsrepr in calls:

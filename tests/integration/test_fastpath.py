@@ -10,7 +10,7 @@ import pytest
 from celery.exceptions import TaskRevokedError
 
 from risk_tasks.engine.model import SymbolSpec
-from risk_tasks.fastpath import _expired
+from risk_tasks.fastpath import _expired, result_repr
 
 pytestmark = pytest.mark.integration
 
@@ -61,3 +61,13 @@ def test_expiry_parsing():
     assert not _expired((now + timedelta(seconds=5)).isoformat())
     assert not _expired((now + timedelta(seconds=5)).replace(tzinfo=None).isoformat())
     assert _expired("not a date")  # left to the default strategy to judge
+
+
+def test_result_repr_is_the_start_of_the_results_json():
+    decision = {"order_id": "o1", "approved": False, "violations": ["x" * 200],
+                "rejection_reason": "insufficient_margin"}
+    short = result_repr(decision, 40)
+    assert short == '{"order_id":"o1","approved":false,"viola...'
+    assert result_repr({"ok": True}, 96) == '{"ok":true}'
+    # what JSON cannot render falls back to Celery's saferepr
+    assert result_repr({"n": Decimal("1.5")}, 96) == "{'n': Decimal('1.5')}"

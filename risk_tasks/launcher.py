@@ -1,6 +1,6 @@
 """``riskctl run``: the whole system on one machine, driven by the simulator.
 
-Starts the three worker roles, beat and Flower as child processes (the same command
+Starts the four worker roles, beat and Flower as child processes (the same command
 lines as docker-compose, from ``risk_tasks.roles``), seeds a market and a population if
 the state store is empty, then runs the simulator and prints live figures until the
 duration ends or Ctrl-C. Every child is stopped on the way out.

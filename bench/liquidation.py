@@ -92,6 +92,12 @@ def start_liquidators(args: argparse.Namespace, name: str, log: Path) -> list[su
     return workers
 
 
+def redis_cpu(client) -> float:  # noqa: ANN001
+    """The Redis server's CPU seconds so far (``INFO cpu``)."""
+    info = client.info("cpu")
+    return info["used_cpu_sys"] + info["used_cpu_user"]
+
+
 def wait_ready(app, name: str, timeout: float = 60.0) -> None:  # noqa: ANN001
     import socket
 
@@ -219,7 +225,7 @@ def reaction(args: argparse.Namespace) -> dict:
             if quiet == 3:
                 break
         cpu_before = {"liquidation": sum(group_cpu_seconds(w.pid) for w in liquidators),
-                      "monitor": group_cpu_seconds(monitor.pid)}
+                      "monitor": group_cpu_seconds(monitor.pid), "redis": redis_cpu(rt.redis)}
         # the shock
         shock_at = time.time()
         rt.store.ingest_prices({SHOCK_SYMBOL: shocked[SHOCK_SYMBOL]}, shock_at)
@@ -245,7 +251,7 @@ def reaction(args: argparse.Namespace) -> dict:
         finished = list(found.values())
         seen_done = time.time()
         cpu = {"liquidation": sum(group_cpu_seconds(w.pid) for w in liquidators)
-               - cpu_before["liquidation"],
+               - cpu_before["liquidation"], "redis": redis_cpu(rt.redis) - cpu_before["redis"],
                "monitor": group_cpu_seconds(monitor.pid) - cpu_before["monitor"]}
         # verification: exactly the expected accounts, once each
         all_keys = [k.decode() for k in rt.redis.scan_iter(match="risk:action:liq:*", count=10000)]
@@ -289,6 +295,7 @@ def reaction(args: argparse.Namespace) -> dict:
             "liquidation_worker_cpu_ms_per_episode": round(cpu["liquidation"] * 1000 / len(ids), 2)
             if ids else None,
             "monitor_worker_cpu_s": round(cpu["monitor"], 2),
+            "redis_cpu_s": round(cpu["redis"], 2),  # the server's, all clients (this poller too)
             "monitor_workers": args.monitor_workers, "liquidation_workers": args.liq_workers,
             "liquidation_pool": args.liq_pool,
             "shards": int(os.environ["RISK_SHARDS"]), "load_s": round(world["load_s"], 1),

@@ -67,6 +67,12 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def redis_cpu_seconds(client: Any) -> float:
+    """The Redis server's CPU seconds so far (``INFO cpu``), all clients together."""
+    info = client.info("cpu")
+    return info["used_cpu_sys"] + info["used_cpu_user"]
+
+
 def machine() -> dict[str, Any]:
     import platform
 

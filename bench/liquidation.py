@@ -53,7 +53,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import emit, group_cpu_seconds, machine, start_services  # noqa: E402
+from bench.common import (emit, group_cpu_seconds, machine, redis_cpu_seconds,  # noqa: E402
+                          start_services)
 
 SHOCK_SYMBOL = "SHK"
 SHOCK_MARK = Decimal("100")
@@ -90,12 +91,6 @@ def start_liquidators(args: argparse.Namespace, name: str, log: Path) -> list[su
         worker.node = f"{name}{i}"
         workers.append(worker)
     return workers
-
-
-def redis_cpu(client) -> float:  # noqa: ANN001
-    """The Redis server's CPU seconds so far (``INFO cpu``)."""
-    info = client.info("cpu")
-    return info["used_cpu_sys"] + info["used_cpu_user"]
 
 
 def wait_ready(app, name: str, timeout: float = 60.0) -> None:  # noqa: ANN001
@@ -225,7 +220,7 @@ def reaction(args: argparse.Namespace) -> dict:
             if quiet == 3:
                 break
         cpu_before = {"liquidation": sum(group_cpu_seconds(w.pid) for w in liquidators),
-                      "monitor": group_cpu_seconds(monitor.pid), "redis": redis_cpu(rt.redis)}
+                      "monitor": group_cpu_seconds(monitor.pid), "redis": redis_cpu_seconds(rt.redis)}
         # the shock
         shock_at = time.time()
         rt.store.ingest_prices({SHOCK_SYMBOL: shocked[SHOCK_SYMBOL]}, shock_at)
@@ -251,7 +246,7 @@ def reaction(args: argparse.Namespace) -> dict:
         finished = list(found.values())
         seen_done = time.time()
         cpu = {"liquidation": sum(group_cpu_seconds(w.pid) for w in liquidators)
-               - cpu_before["liquidation"], "redis": redis_cpu(rt.redis) - cpu_before["redis"],
+               - cpu_before["liquidation"], "redis": redis_cpu_seconds(rt.redis) - cpu_before["redis"],
                "monitor": group_cpu_seconds(monitor.pid) - cpu_before["monitor"]}
         # verification: exactly the expected accounts, once each
         all_keys = [k.decode() for k in rt.redis.scan_iter(match="risk:action:liq:*", count=10000)]

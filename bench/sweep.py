@@ -25,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import emit, machine, percentile, start_services  # noqa: E402
+from bench.common import (emit, group_cpu_seconds, machine, percentile,  # noqa: E402
+                          redis_cpu_seconds, start_services)
 
 
 def rss_mb(pid: int) -> float:
@@ -114,7 +115,7 @@ def main() -> None:
                      "prefork", "-c", str(w), "-Q", "monitor,shards", "-n",
                      f"bench-sweep-{w}@%h", "--without-gossip", "--without-mingle",
                      "-l", "warning"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
                 try:
                     deadline = time.monotonic() + 60
                     while not app.control.ping(timeout=0.5):
@@ -130,7 +131,10 @@ def main() -> None:
                         if quiet == 3:
                             break
                     warm_s = time.perf_counter() - warm_started
+                    cpu_before = (group_cpu_seconds(worker.pid), redis_cpu_seconds(rt.redis))
                     results = run_ticks(app, rt, market, args.ticks)
+                    worker_cpu = group_cpu_seconds(worker.pid) - cpu_before[0]
+                    redis_cpu = redis_cpu_seconds(rt.redis) - cpu_before[1]
                     durations = sorted(r["duration_ms"] for r in results)
                     p50 = percentile(durations, 0.5)
                     run = {
@@ -142,9 +146,16 @@ def main() -> None:
                             sorted(r["shard_ms_max"] for r in results), 0.5),
                         "violations_last_tick": sum(results[-1]["violations"].values()),
                         "cache_loads": sum(r["cache_loads"] for r in results),
+                        "shard_overlap_p50": percentile(
+                            sorted(r.get("shard_overlap") or 0 for r in results), 0.5),
                         "slowest_shard_phases_ms": results[len(results) // 2][
                             "slowest_shard_phases_ms"],
                         "worker_rss_mb": rss_mb(worker.pid),
+                        # CPU per tick over the measured ticks (they include the price
+                        # ingest and the tick's own sends): all the worker's processes,
+                        # and the Redis server (single-threaded, shared by all)
+                        "worker_cpu_ms_per_tick": round(worker_cpu * 1000 / len(results), 1),
+                        "redis_cpu_ms_per_tick": round(redis_cpu * 1000 / len(results), 1),
                         "warmup_s": round(warm_s, 1), "load_s": round(load_s, 1),
                     }
                     runs.append(run)

@@ -61,6 +61,7 @@ class ShardEvaluator:
 
     def run(self, shard: int, tick_ts: float, shocks: dict[str, float] | None = None) -> dict:
         started = time.perf_counter()
+        began_at = time.time()
         phases = Phases(started)
         cache = cache_for(self.settings.redis_url, shard, self.settings.shards)
         mode = cache.refresh(self.redis)
@@ -108,6 +109,7 @@ class ShardEvaluator:
         SHARD_DURATION.observe(duration)
         result["duration_ms"] = round(duration * 1000, 3)
         result["phases_ms"] = phases.ms
+        result["span"] = [began_at, began_at + duration]  # wall clock, for the overlap
         return result
 
     # -- PRICES --

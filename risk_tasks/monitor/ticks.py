@@ -120,6 +120,18 @@ def _platform_faults(rt, now: float) -> None:  # noqa: ANN001
                                  only_from=[TradingState.REDUCING])
 
 
+def shard_overlap(results: list[dict]) -> float | None:
+    """Summed shard time over the span from the first shard's start to the last one's
+    end: 1.0 when shards ran one after another, 2.0 when two ran at every moment."""
+    spans = [x["span"] for x in results if isinstance(x.get("span"), list)]
+    if not spans:
+        return None
+    whole = max(end for _, end in spans) - min(start for start, _ in spans)
+    if whole <= 0:
+        return None
+    return round(sum(end - start for start, end in spans) / whole, 2)
+
+
 def finish(rt, results: list, tick_ts: float) -> dict[str, Any]:  # noqa: ANN001
     """Sum the shard results; release the tick; record and report it."""
     r = rt.redis
@@ -154,6 +166,9 @@ def finish(rt, results: list, tick_ts: float) -> dict[str, Any]:  # noqa: ANN001
         # Each step's time in the slowest shard (where a slow tick went).
         "slowest_shard_phases_ms": max(results, key=lambda x: x.get("duration_ms", 0),
                                        default={}).get("phases_ms", {}),
+        # How many shards ran at once, on average, from the first start to the last end
+        # (about the number of monitor processes when they all take part).
+        "shard_overlap": shard_overlap(results),
         "counters": counters,
     }
     TICKS.labels("failed_shards" if failed else "completed").inc()

@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from celery.exceptions import TimeoutError as CeleryTimeout
 
 from risk_tasks.client import RiskClient
 from risk_tasks.engine.model import TradingState
@@ -82,6 +83,14 @@ def test_check_orders_returns_one_decision_per_order_in_order(market, session_wo
         [100.0, None, None, None, 200.0]
 
 
+def test_get_risk_metrics_returns_the_accounts_metrics(market, session_worker):
+    with RiskClient(timeout=10) as client:
+        metrics = client.get_risk_metrics("A")
+        unknown = client.get_risk_metrics("nobody")
+    assert metrics["account_id"] == "A" and metrics["equity"] == 1_000_000.0
+    assert unknown["error"] == "unknown_account"
+
+
 # -- NO WORKER --
 
 def test_without_a_worker_every_call_fails_closed_within_its_timeout(market, private_broker):
@@ -105,6 +114,10 @@ def test_without_a_worker_every_call_fails_closed_within_its_timeout(market, pri
         assert took < timeout + HANG_MARGIN
     # and the messages wait, unanswered, on the private broker
     assert private_broker.queue_length("pretrade") == 3
+    # and metrics, which have no fail-closed answer, raise a timeout instead
+    with RiskClient(app=private_broker.app, timeout=timeout) as client:
+        with pytest.raises(CeleryTimeout):
+            client.get_risk_metrics("A")
 
 
 def test_a_check_its_client_gave_up_on_is_never_decided_later(market, private_broker):

@@ -63,10 +63,10 @@ SHOCK_MARK = Decimal("100")
 # -- WORKERS --
 
 def start_worker(name: str, queues: str, concurrency: int, env: dict | None = None,
-                 log: Path | None = None, pool: str = "prefork") -> subprocess.Popen:
+                 log: Path | None = None) -> subprocess.Popen:
     out = open(log, "ab") if log else subprocess.DEVNULL
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "risk_tasks", "worker", "-P", pool,
+        [sys.executable, "-m", "celery", "-A", "risk_tasks", "worker", "-P", "prefork",
          "-c", str(concurrency), "-Q", queues, "-n", f"{name}@%h", "--without-gossip",
          "--without-mingle", "-l", "warning"],
         env=dict(os.environ, **(env or {})), stdout=out, stderr=out, start_new_session=True)

@@ -66,6 +66,16 @@ class TaskSender:
     the result (callers that want one, ``RiskClient``, listen for it themselves) and
     builds no ``AsyncResult``: 0.10 to 0.18 ms of CPU per message against 0.43 ms."""
 
+    @classmethod
+    def of(cls, celery_app: Celery, name: str) -> "TaskSender":
+        """The sender of task ``name`` on ``celery_app``, made once per app and name
+        (routes and task options do not change while a process runs)."""
+        senders = celery_app.__dict__.setdefault("_risk_task_senders", {})
+        sender = senders.get(name)
+        if sender is None:
+            sender = senders[name] = cls(celery_app, name)
+        return sender
+
     def __init__(self, celery_app: Celery, name: str) -> None:
         task = celery_app.tasks.get(name)
         options: dict = {}
@@ -123,7 +133,7 @@ def send_many(name: str, calls: Iterable[tuple[list, str]], batch: int = 500) ->
     calls = list(calls)
     if not calls:
         return 0
-    sender = TaskSender(app, name)
+    sender = TaskSender.of(app, name)
     sent = 0
     with app.producer_or_acquire() as producer, producer.batch(max_size=batch):
         for args, argsrepr in calls:

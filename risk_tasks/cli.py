@@ -19,6 +19,8 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from risk_tasks.roles import ROLES
+
 EXIT_REFUSED = 1
 EXIT_UNAVAILABLE = 3
 
@@ -454,12 +456,12 @@ def report(period: str, start: str | None, end: str | None, output_dir: str | No
 # -- RUNNING --
 
 @main.command()
-@click.argument("role", type=click.Choice(["pretrade", "monitor", "actions", "ops"]))
+@click.argument("role", type=click.Choice(list(ROLES)))
 @click.option("--concurrency", "-c", type=int, default=None)
 @click.option("--name", default=None, help="Worker node name (default: the role).")
 def worker(role: str, concurrency: int | None, name: str | None) -> None:
     """Start a worker of a role with its tuned command line (replaces this process)."""
-    from risk_tasks.roles import ROLES, worker_command
+    from risk_tasks.roles import worker_command
 
     command = worker_command(role, name=name, concurrency=concurrency)
     os.environ.update(ROLES[role].env)

@@ -89,7 +89,6 @@ class RiskClient:
         self._dispatcher: threading.Thread | None = None
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._closed = False
-        self._senders: dict[str, TaskSender] = {}
         self._replies: Replies | None = None
         self._replies_lock = threading.Lock()
         if coalesce:
@@ -159,22 +158,9 @@ class RiskClient:
 
     def _call(self, task: str, args: list, timeout: float, started: float, on_failure):  # noqa: ANN001, ANN202
         try:
-            replies = self._replies_ready(timeout)
-            task_id, future = replies.expect()
-        except Exception as exc:  # noqa: BLE001 - the result backend is away: fail closed
-            return on_failure(f"risk engine unavailable: {exc.__class__.__name__}",
-                              UNAVAILABLE_REASON)
-        left = timeout - (time.perf_counter() - started)
-        if left <= 0.001:  # the whole timeout went waiting for the result subscription
-            replies.forget(task_id)
-            return on_failure("risk engine unavailable: no result subscription",
-                              UNAVAILABLE_REASON)
-        try:
-            self._send(task, args, task_id, left)
-        except Exception as exc:  # noqa: BLE001 - any broker failure fails closed
-            replies.forget(task_id)
-            return on_failure(f"risk engine unavailable: {exc.__class__.__name__}",
-                              UNAVAILABLE_REASON)
+            replies, task_id, future = self._publish(task, args, timeout, started)
+        except Unavailable as exc:
+            return on_failure(str(exc), UNAVAILABLE_REASON)
         remaining = timeout - (time.perf_counter() - started)
         try:
             meta = future.result(timeout=max(remaining, 0.001))
@@ -184,6 +170,32 @@ class RiskClient:
         if meta["status"] == states.SUCCESS:
             return meta["result"]
         return on_failure(_engine_error(meta), UNAVAILABLE_REASON)
+
+    def _publish(self, task: str, args: list, timeout: float,
+                 started: float) -> tuple[Replies, str, Future]:
+        """Send one call whose result this client's subscription resolves into the
+        returned future. The message expires with the caller's patience (``timeout``
+        from ``started``); publishing retries while the broker reconnects, but only for
+        about that long (Celery's default policy could wait past it). Raises
+        ``Unavailable`` when the call cannot be sent in time."""
+        try:
+            replies = self._replies_ready(timeout)
+            task_id, future = replies.expect()
+        except Exception as exc:  # noqa: BLE001 - the result backend is away
+            raise Unavailable(f"risk engine unavailable: {exc.__class__.__name__}") from exc
+        left = timeout - (time.perf_counter() - started)
+        if left <= 0.001:  # the whole timeout went waiting for the result subscription
+            replies.forget(task_id)
+            raise Unavailable("risk engine unavailable: no result subscription")
+        try:
+            with self.app.producer_or_acquire() as producer:
+                TaskSender.of(self.app, task).send(
+                    producer, args, "", task_id=task_id, expires=left,
+                    retry_policy=_publish_retries(left), kwargsrepr="")
+        except Exception as exc:  # noqa: BLE001 - any broker failure
+            replies.forget(task_id)
+            raise Unavailable(f"risk engine unavailable: {exc.__class__.__name__}") from exc
+        return replies, task_id, future
 
     def _replies_ready(self, timeout: float) -> Replies:
         """This client's result subscription, started on first use and waited for (up to
@@ -195,17 +207,6 @@ class RiskClient:
                     self._replies = Replies(self.app)
         self._replies.wait_ready(timeout)
         return self._replies
-
-    def _send(self, task: str, args: list, task_id: str, expires: float) -> None:
-        """Publish one call; the message expires with the caller's patience. Publishing
-        retries while the broker reconnects, but only for about that long (Celery's
-        default policy could wait past it)."""
-        sender = self._senders.get(task)
-        if sender is None:
-            sender = self._senders[task] = TaskSender(self.app, task)
-        with self.app.producer_or_acquire() as producer:
-            sender.send(producer, args, "", task_id=task_id, expires=expires,
-                        retry_policy=_publish_retries(expires), kwargsrepr="")
 
     def _dispatch(self) -> None:
         """Gather concurrent calls into batches and send them, ``max_in_flight`` at most."""
@@ -251,25 +252,17 @@ class RiskClient:
             self._slots.release()
             return  # their callers are answering risk_timeout themselves
         try:
-            replies = self._replies_ready(expires)
-            task_id, future = replies.expect()
-        except Exception as exc:  # noqa: BLE001 - the result backend is away: fail closed
+            replies, task_id, future = self._publish("risk.check_order_batch", [orders],
+                                                     self.timeout, started)
+        except Unavailable as exc:
             self._slots.release()
-            _fail_batch(batch, f"risk engine unavailable: {exc.__class__.__name__}",
-                        UNAVAILABLE_REASON, started)
-            return
-        try:
-            self._send("risk.check_order_batch", [orders], task_id, expires)
-        except Exception as exc:  # noqa: BLE001 - the broker is away: fail closed
-            replies.forget(task_id)
-            self._slots.release()
-            _fail_batch(batch, f"risk engine unavailable: {exc.__class__.__name__}",
-                        UNAVAILABLE_REASON, started)
+            _fail_batch(batch, str(exc), UNAVAILABLE_REASON, started)
             return
         # Answered by the reader thread when the result arrives; forgotten (and every
         # caller answered risk_timeout) when the oldest caller's timeout passes first.
         future.add_done_callback(lambda done: self._batch_answered(done, batch, started))
-        self._deadlines.add(time.monotonic() + expires,
+        left = self.timeout - (time.perf_counter() - started)
+        self._deadlines.add(time.monotonic() + left,
                             lambda: self._batch_timed_out(replies, task_id, future))
 
     @staticmethod
@@ -347,6 +340,10 @@ class Deadlines:
                     logging.getLogger(__name__).exception("deadline callback failed")
             if self._closed:
                 return
+
+
+class Unavailable(Exception):
+    """A call could not be sent; its message is what the caller is told."""
 
 
 def _fail_batch(batch: list[tuple[Any, Future, float]], message: str, reason: str,

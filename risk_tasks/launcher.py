@@ -57,9 +57,6 @@ def flower_credentials() -> tuple[str, bool]:
     return f"operator:{secrets.token_urlsafe(12)}", True
 
 
-ROLE_ORDER = ("pretrade", "monitor", "actions", "ops")
-
-
 def children(flower_port: int, with_flower: bool, log_dir: Path) -> list[Child]:
     from risk_tasks.settings import get_settings
 
@@ -72,9 +69,9 @@ def children(flower_port: int, with_flower: bool, log_dir: Path) -> list[Child]:
 
     procs = [Child(f"worker-{role}", worker_command(role, name=role),
                    {**ROLES[role].env, **port(i)})
-             for i, role in enumerate(ROLE_ORDER)]
+             for i, role in enumerate(ROLES)]
     procs.append(Child("beat", beat_command(schedule_file=str(log_dir / "celerybeat-schedule")),
-                       port(len(ROLE_ORDER))))
+                       port(len(ROLES))))
     if with_flower:
         auth, _ = flower_credentials()
         procs.append(Child("flower", flower_command(flower_port), {"FLOWER_BASIC_AUTH": auth}))

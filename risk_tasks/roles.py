@@ -13,8 +13,8 @@ docker-compose and the tests start, so they cannot drift apart.
   redelivery when a worker dies. Solo pool, one process per worker: a prefork parent
   spends more CPU passing each task to a child and back than a paper liquidation takes
   (5.5 to 7 ms of worker CPU per paper liquidation in prefork against 3.4 to 5.2 ms
-  solo, measured with ``bench/liquidation.py``), and a market-wide shock sends a thousand at once. Scale it
-  with more processes (one per core). The solo pool enforces no time limit: what bounds
+  solo, measured with ``bench/liquidation.py``), and a market-wide shock sends a
+  thousand at once. Scale it with more processes (one per core). The solo pool enforces no time limit: what bounds
   a task is every socket's timeout (Redis, the HTTP gateway), the bounded loops of the
   actions, and, for a worker that hangs anyway, the broker's visibility timeout with the
   per-account lease (its message goes to another worker, which takes over once the lease
@@ -40,6 +40,7 @@ class WorkerRole:
     loglevel: str = "info"
 
 
+# In start order (``riskctl run`` gives each its metrics port in this order).
 ROLES: dict[str, WorkerRole] = {
     "pretrade": WorkerRole(
         queues="pretrade,control", pool="solo", concurrency=1,

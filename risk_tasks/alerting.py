@@ -26,24 +26,34 @@ import redis
 
 LEVELS = ("warning", "critical", "emergency")
 
-# Returns {1, window} when this alert holds the window, {0, ms left} when another does.
+# For each key KEYS[i] and alert id ARGV[i + 1]: {1, window ms} when this alert now holds
+# the window, {0, ms left} when another does (flattened into one list). ARGV[1] is the
+# window in ms. One call claims a whole chunk: a broad market move raises thousands.
 _CLAIM = """
-local current = redis.call('GET', KEYS[1])
-if not current then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return {1, tonumber(ARGV[2])}
+local out = {}
+for i, key in ipairs(KEYS) do
+  local id = ARGV[i + 1]
+  local current = redis.call('GET', key)
+  if not current then
+    redis.call('SET', key, id, 'PX', ARGV[1])
+    out[#out + 1] = 1
+    out[#out + 1] = tonumber(ARGV[1])
+  else
+    out[#out + 1] = current == id and 1 or 0
+    out[#out + 1] = redis.call('PTTL', key)
+  end
 end
-if current == ARGV[1] then return {1, redis.call('PTTL', KEYS[1])} end
-return {0, redis.call('PTTL', KEYS[1])}
+return out
 """
+CHUNK = 256  # keys per script call: each call holds Redis for well under a millisecond
 
 
 def make_alert(level: str, kind: str, message: str, account_id: str | None = None,
                policy: str | None = None, details: dict[str, Any] | None = None,
-               at: float | None = None) -> dict[str, Any]:
+               at: float | None = None, alert_id: str | None = None) -> dict[str, Any]:
     if level not in LEVELS:
         raise ValueError(f"alert level must be one of {LEVELS}")
-    return {"alert_id": uuid.uuid4().hex, "level": level, "kind": kind, "policy": policy,
+    return {"alert_id": alert_id or uuid.uuid4().hex, "level": level, "kind": kind, "policy": policy,
             "account_id": account_id, "message": message, "details": details or {},
             "at": time.time() if at is None else at}
 
@@ -77,35 +87,49 @@ def claim_many_for(client: redis.Redis, alerts: Sequence[dict[str, Any]],
     A raiser that sends its alerts after claiming may claim for a short hold only and
     ``extend_many`` once they are sent: if the send fails, the hold lapses by itself
     and a later raise goes out, rather than the whole window passing in silence."""
-    return [(bool(won), max(int(left), 0) / 1000.0)
-            for won, left in _each(client, _CLAIM, alerts, window_seconds)]
+    return claim_keys(client, [(dedup_key(a), a["alert_id"]) for a in alerts], window_seconds)
+
+
+def claim_keys(client: redis.Redis, claims: Sequence[tuple[str, str]],
+               window_seconds: float) -> list[tuple[bool, float]]:
+    """``claim_many_for`` given (dedup key, alert id) pairs: a raiser can claim before it
+    builds the alerts, and build only those it won."""
+    flat = _each(client, _CLAIM, claims, window_seconds)
+    return [(bool(flat[i]), max(int(flat[i + 1]), 0) / 1000.0) for i in range(0, len(flat), 2)]
 
 
 _EXTEND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local n = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i + 1] then
+    n = n + redis.call('PEXPIRE', key, ARGV[1])
+  end
 end
-return 0
+return n
 """
 
 
 def extend_many(client: redis.Redis, alerts: Sequence[dict[str, Any]],
                 window_seconds: float) -> None:
     """Stretch the windows these alerts hold (their own claims only) to ``window_seconds``."""
-    _each(client, _EXTEND, alerts, window_seconds)
+    _each(client, _EXTEND, [(dedup_key(a), a["alert_id"]) for a in alerts], window_seconds)
 
 
-def _each(client: redis.Redis, source: str, alerts: Sequence[dict[str, Any]],
+def _each(client: redis.Redis, source: str, claims: Sequence[tuple[str, str]],
           window_seconds: float) -> list:
-    """Run a window script on each alert's dedup key, in one pipelined round trip."""
-    if not alerts:
+    """Run a window script over (dedup key, alert id) pairs, a chunk per call, all in one
+    pipelined round trip; the replies of the chunks concatenated."""
+    if not claims:
         return []
     script = client.register_script(source)
     pipe = client.pipeline(transaction=False)
-    for alert in alerts:
-        script(keys=[dedup_key(alert)], args=[alert["alert_id"], int(window_seconds * 1000)],
+    for at in range(0, len(claims), CHUNK):
+        chunk = claims[at:at + CHUNK]
+        script(keys=[key for key, _ in chunk],
+               args=[int(window_seconds * 1000), *[alert_id for _, alert_id in chunk]],
                client=pipe)
-    return pipe.execute()
+    replies = pipe.execute()
+    return [item for reply in replies for item in (reply if isinstance(reply, list) else [reply])]
 
 
 def claim(client: redis.Redis, alert: dict[str, Any], window_seconds: float) -> bool:

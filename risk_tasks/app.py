@@ -78,6 +78,12 @@ class TaskSender:
 
     def __init__(self, celery_app: Celery, name: str) -> None:
         task = celery_app.tasks.get(name)
+        if task is None:
+            # A caller that has not imported the task modules (a benchmark, a calling
+            # service) would otherwise send without the task's own options: its time
+            # limits, and ``ignore_result`` (a worker then stores results nobody reads).
+            celery_app.loader.import_default_modules()
+            task = celery_app.tasks.get(name)
         options: dict = {}
         if task is not None:
             options = {k: v for k, v in task._get_exec_options().items() if v is not None}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import uuid
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -312,21 +313,14 @@ class ShardEvaluator:
         claimed = self._claimed
         unknown = []
         for hit in hits:
-            policy = hit.policy
+            name = hit.policy.name
             for slot in np.flatnonzero(hit.violated):
                 account_id = cache.ids[slot]
                 # A breach that persists tick after tick was claimed already: skip it
                 # before building anything (thousands per shard in a broad move).
-                if claimed.get((policy.name, account_id), 0.0) >= now:
+                if claimed.get((name, account_id), 0.0) >= now:
                     continue
-                unknown.append((hit, slot, alerting.make_alert(
-                    LEVEL_OF[policy.type], "policy_violation",
-                    f"{account_id}: {policy.name} ({policy.type.value}) "
-                    f"{policy.metric}={_fmt(hit.values[slot])} violates {policy.operator} "
-                    f"{float(policy.threshold):g}",
-                    account_id=account_id, policy=policy.name, at=now,
-                    details={"metric": policy.metric, "value": _num(hit.values[slot]),
-                             "threshold": float(policy.threshold), "tick_ts": tick_ts})))
+                unknown.append((hit, slot, account_id, uuid.uuid4().hex))
         extra = [alerting.make_alert("emergency", "emergency_stop",
                                      f"{a}: emergency stop by the monitor", account_id=a, at=now)
                  for a in stops]
@@ -334,16 +328,22 @@ class ShardEvaluator:
                                       f"{a}: circuit breaker tripped, account set to REDUCING",
                                       account_id=a, at=now) for a in trips]
         # Claimed for a short hold first, stretched to the window once sent (below): if
-        # the send fails, the hold lapses and a later tick raises the alert again.
+        # the send fails, the hold lapses and a later tick raises the alert again. Only
+        # the alerts won are built.
         hold = min(window, CLAIM_HOLD_SECONDS)
-        claims = alerting.claim_many_for(self.redis, [c[2] for c in unknown] + extra, hold)
+        claims = alerting.claim_keys(
+            self.redis,
+            [(alerting.dedup_key_of("policy_violation", hit.policy.name, account_id), alert_id)
+             for hit, _, account_id, alert_id in unknown]
+            + [(alerting.dedup_key(a), a["alert_id"]) for a in extra], hold)
         fresh = []
-        for (hit, slot, alert), (ok, left) in zip(unknown, claims):
+        for (hit, slot, account_id, alert_id), (ok, left) in zip(unknown, claims):
             # Known taken (by us or by another process) until its window ends: no round
             # trip for it until then.
-            claimed[(hit.policy.name, alert["account_id"])] = now + left
+            claimed[(hit.policy.name, account_id)] = now + left
             if ok:
-                fresh.append((hit, slot, alert))
+                fresh.append((hit, slot, _violation_alert(hit, slot, account_id, alert_id,
+                                                          tick_ts, now)))
         won_extra = [a for a, (ok, _) in zip(extra, claims[len(unknown):]) if ok]
         outgoing = list(won_extra)
         by_policy: dict[str, list] = {}
@@ -450,6 +450,19 @@ class Phases:
         now = time.perf_counter()
         self.ms[name] = round((now - self.last) * 1000, 3)
         self.last = now
+
+
+def _violation_alert(hit, slot: int, account_id: str, alert_id: str, tick_ts: float,  # noqa: ANN001
+                     now: float) -> dict[str, Any]:
+    policy = hit.policy
+    return alerting.make_alert(
+        LEVEL_OF[policy.type], "policy_violation",
+        f"{account_id}: {policy.name} ({policy.type.value}) "
+        f"{policy.metric}={_fmt(hit.values[slot])} violates {policy.operator} "
+        f"{float(policy.threshold):g}",
+        account_id=account_id, policy=policy.name, at=now, alert_id=alert_id,
+        details={"metric": policy.metric, "value": _num(hit.values[slot]),
+                 "threshold": float(policy.threshold), "tick_ts": tick_ts})
 
 
 def _num(value: float) -> float | None:

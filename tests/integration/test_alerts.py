@@ -158,3 +158,28 @@ def test_a_malformed_alert_is_dead_lettered_once_without_an_alert_about_itself(
     time.sleep(0.5)
     world.drain()
     assert not world.query(t.AlertRow)  # no dead-letter alert fed back into send_alert
+
+
+def test_claims_of_many_alerts_at_once_span_chunks_and_keep_each_window(rt) -> None:  # noqa: ANN001
+    """The monitor claims thousands of windows in one round trip, a script call per
+    chunk: every claim answers for its own key, a rival id loses with the time left, and
+    an extension stretches only the windows its alerts hold."""
+    n = alerting.CHUNK * 2 + 17
+    mine = [alerting.make_alert("warning", "policy_violation", f"A{i} breach", account_id=f"A{i}",
+                                policy="Concentration") for i in range(n)]
+    assert all(won for won, _ in alerting.claim_many_for(rt.redis, mine, 30.0))
+    # claiming again with the same ids: still ours (a retried send), with the time left
+    again = alerting.claim_many_for(rt.redis, mine, 30.0)
+    assert all(won and 29.0 < left <= 30.0 for won, left in again)
+    rivals = [dict(a, alert_id=uuid.uuid4().hex) for a in mine[::2]] + [
+        alerting.make_alert("warning", "policy_violation", "new", account_id="B1",
+                            policy="Concentration")]
+    outcome = alerting.claim_many_for(rt.redis, rivals, 300.0)
+    assert [won for won, _ in outcome] == [False] * len(mine[::2]) + [True]
+    assert all(29.0 < left <= 30.0 for _, left in outcome[:-1])
+    assert outcome[-1][1] == 300.0
+    # only the windows held by these ids stretch: the rival's extension changes nothing
+    alerting.extend_many(rt.redis, mine[:5] + rivals[:3], 600.0)
+    ttl = [rt.redis.pttl(alerting.dedup_key(a)) / 1000 for a in mine[:8]]
+    assert all(590 < t <= 600 for t in ttl[:5]) and all(t <= 30 for t in ttl[5:])
+    assert alerting.claim_keys(rt.redis, [], 30.0) == []

@@ -78,3 +78,19 @@ def test_send_many_of_nothing_publishes_nothing(published) -> None:  # noqa: ANN
 
     assert send_many("risk.send_alert", []) == 0
     assert published == []
+
+
+def test_a_process_that_never_imported_the_tasks_still_sends_their_options() -> None:
+    """A benchmark or calling service sends ``risk.liquidate_account`` without importing
+    its module: the message still carries the task's time limits and says its result
+    is not stored (else the worker would write results nobody reads)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from risk_tasks.app import app, TaskSender; "
+             "assert 'risk.liquidate_account' not in app.tasks; "
+             "s = TaskSender.of(app, 'risk.liquidate_account'); "
+             "print(s.ignore_result, s.time_limit, s.soft_time_limit, s.options['queue'].name)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()
+    assert out == ["True", "150", "120", "liquidation"]

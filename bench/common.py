@@ -73,6 +73,26 @@ def redis_cpu_seconds(client: Any) -> float:
     return info["used_cpu_sys"] + info["used_cpu_user"]
 
 
+def warm_shard_caches(run_tick: Any, processes: int, shards: int, quiet_ticks: int = 8,
+                      max_ticks: int = 120) -> int:
+    """Tick until the monitor processes' shard caches are warm; returns the ticks taken.
+
+    Warm means every process loaded every shard once, or ``quiet_ticks`` ticks in a row
+    loaded none. A few quiet ticks do not prove much: any process may take any shard,
+    and a process's first sight of one (a full load, seconds at 1,000,000 accounts)
+    must not land in a measured tick. But prefork hands a shard to the same child tick
+    after tick once it runs steadily, so a process may never draw some shard at all.
+    ``run_tick()`` runs one tick and returns its ``aggregate_tick`` summary."""
+    loads = quiet = 0
+    for ticks in range(1, max_ticks + 1):
+        fresh = run_tick().get("cache_loads") or 0
+        loads += fresh
+        quiet = 0 if fresh else quiet + 1
+        if quiet and (loads >= processes * shards or quiet >= quiet_ticks):
+            return ticks
+    raise RuntimeError(f"shard caches still loading after {max_ticks} ticks")
+
+
 def machine() -> dict[str, Any]:
     import platform
 

@@ -54,7 +54,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (emit, group_cpu_seconds, machine, redis_cpu_seconds,  # noqa: E402
-                          start_services)
+                          start_services, warm_shard_caches)
 
 SHOCK_SYMBOL = "SHK"
 SHOCK_MARK = Decimal("100")
@@ -210,15 +210,12 @@ def reaction(args: argparse.Namespace) -> dict:
         wait_ready(app, "bench-liq-monitor")
         for worker in liquidators:
             wait_ready(app, worker.node)
-        # Warm every monitor process's shard caches: until 3 ticks in a row load none
-        # (any process takes any shard), at most 30 ticks.
-        quiet = 0
-        for _ in range(30):
-            warm = tick(app, time.time())
-            assert warm["liquidations_started"] == 0, warm
-            quiet = quiet + 1 if not warm.get("cache_loads") else 0
-            if quiet == 3:
-                break
+        def warm_tick() -> dict:
+            summary = tick(app, time.time())
+            assert summary["liquidations_started"] == 0, summary
+            return summary
+
+        warm_shard_caches(warm_tick, args.monitor_workers, int(os.environ["RISK_SHARDS"]))
         cpu_before = {"liquidation": sum(group_cpu_seconds(w.pid) for w in liquidators),
                       "monitor": group_cpu_seconds(monitor.pid), "redis": redis_cpu_seconds(rt.redis)}
         # the shock

@@ -6,9 +6,11 @@
 For each population N (3 positions per account on average over 50 symbols), loaded
 through the real ingest path (the state store's account commit, the same script and
 journal records as risk.upsert_account / risk.apply_fill), and for each number of
-worker processes W, it starts one monitor worker (prefork, -c W, queues monitor and
-shards), warms every process's shard caches, then runs ticks: each tick moves every
-price a little (a random walk, so peaks and drawdowns really change), sends
+worker processes W, it loads the population afresh (every run starts from the same
+state and follows the same seeded price path), starts one monitor worker (prefork,
+-c W, queues monitor and shards), warms its processes' shard caches at unchanged prices,
+then runs ticks: each tick moves every price a little (a random walk, so peaks and
+drawdowns really change), sends
 ``risk.monitor_tick`` and waits for its ``aggregate_tick``. It prints the tick time from
 ``monitor_tick`` start to aggregate done (``duration_ms``), accounts per second, the
 slowest shard, and the resident memory of the worker processes.
@@ -26,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (emit, group_cpu_seconds, machine, percentile,  # noqa: E402
-                          redis_cpu_seconds, start_services)
+                          redis_cpu_seconds, start_services, warm_shard_caches)
 
 
 def rss_mb(pid: int) -> float:
@@ -66,10 +68,12 @@ def populate(n: int, symbols: int) -> float:
     return elapsed
 
 
-def run_ticks(app, rt, market, ticks: int) -> list[dict]:  # noqa: ANN001
+def run_ticks(app, rt, market, ticks: int, move: bool = True) -> list[dict]:  # noqa: ANN001
+    """``ticks`` ticks, each after a step of the random walk (``move``) or at the same
+    marks, freshly stamped (warm-up: every run then measures the same price path)."""
     results = []
     for _ in range(ticks):
-        rt.store.ingest_prices(market.step(), time.time())
+        rt.store.ingest_prices(market.step() if move else market.marks(), time.time())
         tick_ts = time.time()
         started = time.perf_counter()
         reply = app.send_task("risk.monitor_tick", args=[tick_ts]).get(timeout=120)
@@ -105,11 +109,14 @@ def main() -> None:
 
         rt = runtime()
         for n in [int(x) for x in args.accounts.split(",")]:
-            load_s = populate(n, args.symbols)
-            market = Market(symbol_names(args.symbols), seed=3)
-            positions = sum(rt.redis.hlen(f"risk:pos:{a}") for a in
-                            rt.store.shard_account_ids(0)) * args.shards
             for w in [int(x) for x in args.workers.split(",")]:
+                # The same start for every worker count: the population, the prices and
+                # their random walk, and no state left by an earlier run's ticks (peaks,
+                # claimed alerts, tripped breakers), so runs compare like for like.
+                load_s = populate(n, args.symbols)
+                market = Market(symbol_names(args.symbols), seed=3)
+                positions = sum(rt.redis.hlen(f"risk:pos:{a}") for a in
+                                rt.store.shard_account_ids(0)) * args.shards
                 worker = subprocess.Popen(
                     [sys.executable, "-m", "celery", "-A", "risk_tasks", "worker", "-P",
                      "prefork", "-c", str(w), "-Q", "monitor,shards", "-n",
@@ -122,14 +129,8 @@ def main() -> None:
                         if time.monotonic() > deadline:
                             raise RuntimeError("monitor worker did not start")
                     warm_started = time.perf_counter()
-                    # Every process must have loaded every shard once (any process may
-                    # take any shard): tick until three ticks in a row load none.
-                    quiet = 0
-                    for _ in range(60):
-                        quiet = quiet + 1 if not run_ticks(app, rt, market, 1)[0][
-                            "cache_loads"] else 0
-                        if quiet == 3:
-                            break
+                    warm_shard_caches(lambda: run_ticks(app, rt, market, 1, move=False)[0], w,
+                                      args.shards)
                     warm_s = time.perf_counter() - warm_started
                     cpu_before = (group_cpu_seconds(worker.pid), redis_cpu_seconds(rt.redis))
                     results = run_ticks(app, rt, market, args.ticks)

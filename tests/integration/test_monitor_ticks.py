@@ -398,3 +398,31 @@ def test_state_replaced_between_two_ticks_is_swept_as_it_is_now(world, private_b
     # then: the sweep acts on the accounts there are now, and only on them
     assert tick.aggregate["accounts"] == 12
     assert sorted(args[0] for args in world.liquidations()[4:]) == sorted(new)
+
+
+# -- WARM CACHES --
+
+@pytest.mark.parametrize("preload", [True, False])
+def test_a_monitor_worker_reads_every_shard_before_it_starts(world, preload):
+    """With the preload (the default), no tick waits for a process's first sight of a
+    shard, and what changed after the preload is caught up from the change stream;
+    without it, each process reads a shard whole the first time it draws it."""
+    # given: accounts in every shard before the worker starts
+    for shard in range(4):
+        for account_id in ids_in_shard(f"W{shard}-", shard, 3):
+            healthy(world, account_id)
+    worker = start_monitor_worker(world.broker,
+                                  env={"RISK_MONITOR_PRELOAD": "1" if preload else "0"})
+    # and one more account after it started
+    liquidatable(world, "late")
+    # when
+    ticks = [world.tick() for _ in range(3)]
+    # then every tick swept every account, the late one among them
+    assert [t.aggregate["accounts"] for t in ticks] == [13, 13, 13]
+    assert ticks[0].aggregate["liquidations_started"] == 1
+    loads = [t.aggregate["cache_loads"] for t in ticks]
+    if preload:
+        assert loads == [0, 0, 0]
+        assert "shards preloaded" in worker.logs()
+    else:
+        assert loads[0] > 0 and "shards preloaded" not in worker.logs()

@@ -125,7 +125,9 @@ def run_system(n_accounts: int, n_symbols: int, rate: float, duration: float,
     for child in procs:
         child.start(log_dir)
     try:
-        _wait_for_workers(app, ["pretrade", "monitor", "ops"], say)
+        # A monitor worker reads every shard before it answers (RISK_MONITOR_PRELOAD),
+        # about 4 s per 100,000 accounts here.
+        _wait_for_workers(app, list(ROLES), say, timeout=60 + len(account_ids) / 25_000)
         if with_flower:
             user, password = auth.split(":", 1)
             say(f"Flower: http://127.0.0.1:{flower_port}  user {user}  password {password}"

@@ -124,7 +124,8 @@ def main() -> None:
                      "-l", "warning"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
                 try:
-                    deadline = time.monotonic() + 60
+                    # it answers once it has read every shard (RISK_MONITOR_PRELOAD)
+                    deadline = time.monotonic() + 60 + n / 10_000
                     while not app.control.ping(timeout=0.5):
                         if time.monotonic() > deadline:
                             raise RuntimeError("monitor worker did not start")

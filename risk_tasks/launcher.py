@@ -126,8 +126,8 @@ def run_system(n_accounts: int, n_symbols: int, rate: float, duration: float,
         child.start(log_dir)
     try:
         # A monitor worker reads every shard before it answers (RISK_MONITOR_PRELOAD),
-        # about 4 s per 100,000 accounts here.
-        _wait_for_workers(app, list(ROLES), say, timeout=60 + len(account_ids) / 25_000)
+        # about 4 s per 100,000 accounts here (the wait allows 10).
+        _wait_for_workers(app, list(ROLES), say, timeout=60 + len(account_ids) / 10_000)
         if with_flower:
             user, password = auth.split(":", 1)
             say(f"Flower: http://127.0.0.1:{flower_port}  user {user}  password {password}"

@@ -104,6 +104,7 @@ def main() -> None:
     rows, runs = [], []
     try:
         from risk_tasks.app import app
+        from risk_tasks.monitor.cache import startup_allowance
         from risk_tasks.runtime import runtime
         from risk_tasks.simulator import Market, symbol_names
 
@@ -126,7 +127,7 @@ def main() -> None:
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
                 try:
                     # it answers once it has read every shard (RISK_MONITOR_PRELOAD)
-                    deadline = time.monotonic() + 60 + n / 10_000
+                    deadline = time.monotonic() + startup_allowance(n)
                     while not app.control.ping(timeout=0.5):
                         if time.monotonic() > deadline:
                             raise RuntimeError("monitor worker did not start")

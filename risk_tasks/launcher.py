@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Callable
 
+from risk_tasks.monitor.cache import startup_allowance
 from risk_tasks.roles import ROLES, beat_command, flower_command, worker_command
 
 
@@ -125,9 +126,9 @@ def run_system(n_accounts: int, n_symbols: int, rate: float, duration: float,
     for child in procs:
         child.start(log_dir)
     try:
-        # A monitor worker reads every shard before it answers (RISK_MONITOR_PRELOAD),
-        # about 4 s per 100,000 accounts here (the wait allows 10).
-        _wait_for_workers(app, list(ROLES), say, timeout=60 + len(account_ids) / 10_000)
+        # A monitor worker reads every shard before it answers (RISK_MONITOR_PRELOAD).
+        _wait_for_workers(app, list(ROLES), say,
+                          timeout=startup_allowance(len(account_ids)))
         if with_flower:
             user, password = auth.split(":", 1)
             say(f"Flower: http://127.0.0.1:{flower_port}  user {user}  password {password}"

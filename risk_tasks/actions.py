@@ -539,17 +539,24 @@ class Liquidation(AccountAction):
     source = "liquidation"
 
     def __init__(self, rt, gateway: ExecutionGateway, account_id: str, reason: str,  # noqa: ANN001
-                 episode_id: str, notify: Notify, holder: str = "liquidation") -> None:
+                 episode_id: str, notify: Notify, holder: str = "liquidation",
+                 alert_again: bool = False) -> None:
         super().__init__(rt, gateway, account_id, episode_id, liquidation_key(episode_id),
                          holder)
         self.reason = reason
         self.episode_id = episode_id
         self.notify = notify
+        # The completion's alert is sent again when a completed episode is run again: for
+        # callers whose ``notify`` only sends after the completion is saved (a batch), so a
+        # run that died in between still alerts; the alert id makes the repeat a no-op.
+        self.alert_again = alert_again
         self.extended_at: float | None = None  # monotonic; when the episode was last kept alive
 
     def run(self) -> dict:
         data, snap = self.take()
         if snap is None:
+            if self.alert_again and data["status"] == COMPLETED:
+                self.notify(self.completion_alert(data))
             return self.result(data, duplicate=True)
         try:
             if data is None:
@@ -607,7 +614,8 @@ class Liquidation(AccountAction):
             return data
         self.start(data, [self.record(data, "started")])
         LIQUIDATIONS.labels("started").inc()
-        log_event(log, "liquidation started", logging.WARNING, account_id=self.account_id,
+        # INFO: the completion (WARNING) says all of it; at a shock this is a line per account.
+        log_event(log, "liquidation started", logging.INFO, account_id=self.account_id,
                   episode_id=self.episode_id, reason=self.reason,
                   equity=str(metrics.equity), maintenance=str(metrics.maintenance_margin))
         return data
@@ -642,16 +650,7 @@ class Liquidation(AccountAction):
         closed = [s["symbol"] for s in data["steps"]]
         # The alert goes first, under an id of this episode: if this run dies before the
         # completion is saved, the next one sends the same alert, delivered once.
-        self.notify(alerting.make_alert(
-            "critical", "liquidation",
-            f"{self.account_id}: liquidated ({self.reason}); closed "
-            f"{', '.join(closed) or 'nothing'}, realised PnL {realized:.2f}",
-            account_id=self.account_id, at=now,
-            details={"episode_id": self.episode_id, "positions_closed": closed,
-                     "equity_before": data["equity_before"],
-                     "equity_after": data["equity_after"],
-                     "orders_canceled": data["orders_canceled"]})
-            | {"alert_id": liquidation_alert_id(self.episode_id)})
+        self.notify(self.completion_alert(data))
         self.progress.save(data, [self.record(
             data, COMPLETED, equity_after=data["equity_after"], realized_pnl=str(realized),
             positions_closed=self.closed_positions(data), completed_at=now)], self.end_in)
@@ -660,6 +659,22 @@ class Liquidation(AccountAction):
                   episode_id=self.episode_id, positions_closed=closed,
                   realized_pnl=str(realized), attempts=data["attempts"])
         return self.result(data)
+
+    def completion_alert(self, data: dict) -> dict:
+        """The critical alert of a completed episode, from its progress alone (so a
+        repeat builds the same alert, under the same id)."""
+        closed = [s["symbol"] for s in data["steps"]]
+        return alerting.make_alert(
+            "critical", "liquidation",
+            f"{self.account_id}: liquidated ({data['reason']}); closed "
+            f"{', '.join(closed) or 'nothing'}, realised PnL "
+            f"{Decimal(data['realized_pnl']):.2f}",
+            account_id=self.account_id, at=data["completed_at"],
+            details={"episode_id": self.episode_id, "positions_closed": closed,
+                     "equity_before": data["equity_before"],
+                     "equity_after": data["equity_after"],
+                     "orders_canceled": data["orders_canceled"]}) \
+            | {"alert_id": liquidation_alert_id(self.episode_id)}
 
     @staticmethod
     def closed_positions(data: dict) -> list[dict]:

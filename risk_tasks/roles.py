@@ -18,7 +18,8 @@ docker-compose and the tests start, so they cannot drift apart.
   a task is every socket's timeout (Redis, the HTTP gateway), the bounded loops of the
   actions, and, for a worker that hangs anyway, the broker's visibility timeout with the
   per-account lease (its message goes to another worker, which takes over once the lease
-  lapses).
+  lapses). Liquidation messages received together run as one batch
+  (``risk_tasks.batches``), so its prefetch is ``RISK_ACTION_BATCH_SIZE``.
 - ``ops`` (``ingest,alerts,reports,dead_letter``): the rest that changes state and must
   not be lost: acks_late with redelivery when a worker dies; prefork, so reports and
   webhooks keep their time limits.
@@ -68,10 +69,16 @@ def worker_command(role: str, name: str | None = None, concurrency: int | None =
                    python: str | None = None) -> list[str]:
     """The ``celery worker`` command line of a role."""
     spec = ROLES[role]
+    flags = spec.flags
+    if role == "actions":
+        # A batch is what the worker has received (``risk_tasks.batches``): its prefetch.
+        from risk_tasks.settings import get_settings
+
+        flags += (f"--prefetch-multiplier={get_settings().action_batch}",)
     return [
         python or sys.executable, "-m", "celery", "-A", "risk_tasks", "worker",
         "-P", spec.pool, "-c", str(concurrency or spec.concurrency), "-Q", spec.queues,
-        "-n", f"{name or role}@%h", "-l", spec.loglevel, *spec.flags,
+        "-n", f"{name or role}@%h", "-l", spec.loglevel, *flags,
     ]
 
 

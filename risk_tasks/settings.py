@@ -102,6 +102,13 @@ class Settings:
     """Fraction of each position closed per unwind step (1.0: close at once)."""
     unwind_pause_seconds: float = 0.0
     """Pause between unwind slices, seconds."""
+    action_batch_size: int = 0
+    """Liquidation messages a solo ``actions`` worker runs as one batch (their alerts
+    sent together, ``risk_tasks.batches``); also that worker's prefetch. 1: one by one;
+    0 (default): 32 with the paper gateway, 1 with ``http`` (a liquidation then waits on
+    the venue, and a worker holding many would keep them from idle workers)."""
+    action_batch_wait_ms: float = 2.0
+    """How long a batch waits for more messages after its first, milliseconds."""
     task_max_retries: int = 5
     """Retries of an action task (liquidation, unwind, alert) before dead-lettering."""
     retry_backoff_max_seconds: float = 30.0
@@ -195,6 +202,17 @@ class Settings:
             raise SettingsError("RISK_LEASE_TTL_SECONDS must exceed RISK_GATEWAY_TIMEOUT_SECONDS")
         if self.task_max_retries < 0:
             raise SettingsError("RISK_TASK_MAX_RETRIES must be at least 0")
+        if not 0 <= self.action_batch_size <= 1000:
+            raise SettingsError("RISK_ACTION_BATCH_SIZE must be in [0, 1000]")
+        if not 0 <= self.action_batch_wait_ms <= 1000:
+            raise SettingsError("RISK_ACTION_BATCH_WAIT_MS must be in [0, 1000]")
+
+    @property
+    def action_batch(self) -> int:
+        """``action_batch_size`` with its default resolved (see there)."""
+        if self.action_batch_size:
+            return self.action_batch_size
+        return 32 if self.gateway == "paper" else 1
 
     @property
     def is_postgres(self) -> bool:

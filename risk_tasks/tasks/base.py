@@ -16,6 +16,7 @@ by ``dead_letters=True`` and an ``idempotency_key`` (see ``risk_tasks.failures``
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable
 
 from celery import Task
@@ -59,7 +60,11 @@ class ActionTask(RiskTask):
 
     # -- FAILURE POLICY --
 
-    def _failed(self, exc: Exception, args: tuple, kwargs: dict) -> dict:
+    def _failed(self, exc: Exception, args: tuple, kwargs: dict, batched: bool = False) -> dict:
+        """Retry ``exc`` or dead-letter the call. ``batched``: the call came in a batch
+        (``risk_tasks.batches``), which has no Celery retry to raise: the retry is sent
+        as a new message (same task id, one more retry, the back-off as its countdown)
+        and the call's own message is then acknowledged like any finished one."""
         from risk_tasks.runtime import runtime
 
         rt = runtime()
@@ -75,6 +80,10 @@ class ActionTask(RiskTask):
                       task_id=self.request.id, attempt=retries + 1, countdown=round(countdown, 3),
                       idempotency_key=key, account_id=account_id,
                       error=f"{exc.__class__.__name__}: {exc}"[:500])
+            if batched:
+                self.apply_async(args, kwargs, task_id=self.request.id, retries=retries + 1,
+                                 countdown=countdown)
+                return {"ok": False, "retrying": True, "countdown": countdown}
             raise self.retry(exc=exc, countdown=countdown, max_retries=max_retries)
         failure = kind if kind != failures.TRANSIENT_KIND else "retries_exhausted"
         from risk_tasks import dlq
@@ -87,6 +96,51 @@ class ActionTask(RiskTask):
             self.on_dead_letter(rt, list(args), dict(kwargs), entry)
         return {"ok": False, "dead_lettered": True, "dead_letter_id": entry["dead_letter_id"],
                 "failure": failure, "error": entry["error"]}
+
+    # -- BATCHES (``risk_tasks.batches``) --
+
+    batch_run: Callable[[list, dict, Callable[[dict], None]], Any] | None = None
+    """``(args, kwargs, alert)``: the task's body for a call that came in a batch, which
+    hands its alerts to ``alert`` instead of sending them (they go out after the batch).
+    Set (with ``Strategy="risk_tasks.batches:batched"``) on tasks that batch."""
+
+    def run_batch(self, calls: list) -> list:
+        """Run the calls of a batch one after the other, each under its own request
+        context and failure policy; then send their alerts in one pipelined round trip.
+        A call whose alerts could not be sent is reported unsettled (not acknowledged:
+        delivered again, it sends them again)."""
+        from risk_tasks.alerting import alert_repr
+        from risk_tasks.app import send_many
+        from risk_tasks.batches import Outcome
+
+        alerts: list[tuple[int, dict]] = []
+        outcomes = []
+        for i, call in enumerate(calls):
+            started = time.monotonic()
+            self.push_request(id=call.id, retries=call.retries, args=call.args,
+                              kwargs=call.kwargs, task=self.name, argsrepr=call.argsrepr)
+            try:
+                try:
+                    result = self.batch_run(call.args, call.kwargs,
+                                            lambda alert, i=i: alerts.append((i, alert)))
+                except Exception as exc:  # classified: retried or dead-lettered, never lost
+                    result = self._failed(exc, tuple(call.args), call.kwargs, batched=True)
+                outcome = Outcome(result, True, time.monotonic() - started)
+            except Exception:  # noqa: BLE001 - not even retried or dead-lettered: not acked
+                log.exception("%s[%s]: could not be run, retried or dead-lettered",
+                              self.name, call.id)
+                outcome = Outcome(None, False)
+            finally:
+                self.pop_request()
+            outcomes.append(outcome)
+        if alerts:
+            try:
+                send_many("risk.send_alert", [([alert], alert_repr(alert)) for _, alert in alerts])
+            except Exception:  # noqa: BLE001 - the calls come back and alert again
+                log.exception("could not send the alerts of a batch of %s", self.name)
+                for i in {i for i, _ in alerts}:
+                    outcomes[i].settled = False
+        return outcomes
 
     def _keys(self, args: tuple, kwargs: dict) -> tuple[str | None, str | None]:
         if self.idempotency_key is None:
@@ -119,7 +173,7 @@ def risk_task(name: str, **options: Any) -> Callable[[Callable], Task]:
     if options.pop("dead_letters", False):
         defaults["base"] = ActionTask
     defaults.update(options)
-    for attr in ("idempotency_key", "on_dead_letter"):
+    for attr in ("idempotency_key", "on_dead_letter", "batch_run"):
         if attr in defaults:
             defaults[attr] = staticmethod(defaults[attr])
     return app.task(name=name, **defaults)

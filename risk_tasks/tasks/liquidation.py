@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from risk_tasks import actions
+from risk_tasks.actions import Notify
 from risk_tasks.gateways import gateway_for
 from risk_tasks.runtime import runtime
 from risk_tasks.tasks.base import risk_task
@@ -40,13 +41,25 @@ def notify(alert: dict) -> None:
     send_alert(alert)
 
 
+def liquidate(account_id: Any, reason: Any, episode_id: Any, alert: Notify,
+              batched: bool = False) -> dict:
+    rt = runtime()
+    account, why, episode = actions.validate_liquidation(account_id, reason, episode_id)
+    return actions.Liquidation(rt, gateway_for(rt), account, why, episode, alert,
+                               alert_again=batched).run()
+
+
+def _in_batch(args: list, kwargs: dict, alert: Notify) -> dict:
+    return liquidate(*args, **kwargs, alert=alert, batched=True)
+
+
 @risk_task("risk.liquidate_account", acks_late=True, reject_on_worker_lost=True,
            dead_letters=True, idempotency_key=_keys, on_dead_letter=_failed,
-           soft_time_limit=120, time_limit=150)
+           soft_time_limit=120, time_limit=150,
+           Strategy="risk_tasks.batches:batched", batch_run=_in_batch)
 def liquidate_account(account_id: Any, reason: Any, episode_id: Any) -> dict:
     """Liquidate ``account_id`` for one breach (``episode_id``): cancel its orders, then
     close whole positions, largest notional first, until ``equity >= remaining notional *
-    imr`` (everything when ``equity <= 0``). Idempotent per ``episode_id``."""
-    rt = runtime()
-    account, why, episode = actions.validate_liquidation(account_id, reason, episode_id)
-    return actions.Liquidation(rt, gateway_for(rt), account, why, episode, notify).run()
+    imr`` (everything when ``equity <= 0``). Idempotent per ``episode_id``. On a solo
+    worker, messages that arrive together run as a batch (``risk_tasks.batches``)."""
+    return liquidate(account_id, reason, episode_id, notify)

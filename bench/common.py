@@ -73,6 +73,18 @@ def redis_cpu_seconds(client: Any) -> float:
     return info["used_cpu_sys"] + info["used_cpu_user"]
 
 
+def redis_command_seconds(client: Any, top: int = 12) -> dict[str, dict]:
+    """The Redis server's busiest commands since its last ``CONFIG RESETSTAT``
+    (``INFO commandstats``): calls and CPU seconds of each, most CPU first. Scripts
+    count under ``evalsha``/``eval``, and the commands they run also under their own
+    names, so the rows overlap."""
+    stats = client.info("commandstats")
+    rows = sorted(((name.removeprefix("cmdstat_"), v) for name, v in stats.items()),
+                  key=lambda item: -item[1]["usec"])
+    return {name: {"calls": v["calls"], "cpu_s": round(v["usec"] / 1e6, 3),
+                   "us_per_call": round(v["usec_per_call"], 1)} for name, v in rows[:top]}
+
+
 def warm_shard_caches(run_tick: Any, processes: int, shards: int, quiet_ticks: int = 8,
                       max_ticks: int = 120) -> int:
     """Tick until the monitor processes' shard caches are warm; returns the ticks taken.

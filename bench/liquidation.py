@@ -53,8 +53,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (emit, group_cpu_seconds, machine, redis_cpu_seconds,  # noqa: E402
-                          start_services, warm_shard_caches)
+from bench.common import (emit, group_cpu_seconds, machine,  # noqa: E402
+                          redis_command_seconds, redis_cpu_seconds, start_services,
+                          warm_shard_caches)
 
 SHOCK_SYMBOL = "SHK"
 SHOCK_MARK = Decimal("100")
@@ -218,6 +219,7 @@ def reaction(args: argparse.Namespace) -> dict:
         warm_shard_caches(warm_tick, args.monitor_workers, int(os.environ["RISK_SHARDS"]))
         cpu_before = {"liquidation": sum(group_cpu_seconds(w.pid) for w in liquidators),
                       "monitor": group_cpu_seconds(monitor.pid), "redis": redis_cpu_seconds(rt.redis)}
+        rt.redis.config_resetstat()  # commandstats from the shock on
         # the shock
         shock_at = time.time()
         rt.store.ingest_prices({SHOCK_SYMBOL: shocked[SHOCK_SYMBOL]}, shock_at)
@@ -245,6 +247,7 @@ def reaction(args: argparse.Namespace) -> dict:
         cpu = {"liquidation": sum(group_cpu_seconds(w.pid) for w in liquidators)
                - cpu_before["liquidation"], "redis": redis_cpu_seconds(rt.redis) - cpu_before["redis"],
                "monitor": group_cpu_seconds(monitor.pid) - cpu_before["monitor"]}
+        redis_commands = redis_command_seconds(rt.redis)
         # verification: exactly the expected accounts, once each
         all_keys = [k.decode() for k in rt.redis.scan_iter(match="risk:action:liq:*", count=10000)]
         episodes_by_account: dict[str, int] = {}
@@ -288,6 +291,7 @@ def reaction(args: argparse.Namespace) -> dict:
             if ids else None,
             "monitor_worker_cpu_s": round(cpu["monitor"], 2),
             "redis_cpu_s": round(cpu["redis"], 2),  # the server's, all clients (this poller too)
+            "redis_busiest_commands": redis_commands,
             "monitor_workers": args.monitor_workers, "liquidation_workers": args.liq_workers,
             "liquidation_pool": args.liq_pool,
             "shards": int(os.environ["RISK_SHARDS"]), "load_s": round(world["load_s"], 1),

@@ -29,6 +29,10 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from risk_tasks.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -66,15 +70,16 @@ ROLES: dict[str, WorkerRole] = {
 
 
 def worker_command(role: str, name: str | None = None, concurrency: int | None = None,
-                   python: str | None = None) -> list[str]:
-    """The ``celery worker`` command line of a role."""
+                   python: str | None = None, settings: "Settings | None" = None) -> list[str]:
+    """The ``celery worker`` command line of a role (``settings``: the process's)."""
     spec = ROLES[role]
     flags = spec.flags
     if role == "actions":
         # A batch is what the worker has received (``risk_tasks.batches``): its prefetch.
         from risk_tasks.settings import get_settings
 
-        flags += (f"--prefetch-multiplier={get_settings().action_batch}",)
+        batch = (settings or get_settings()).action_batch
+        flags += (f"--prefetch-multiplier={batch}",)
     return [
         python or sys.executable, "-m", "celery", "-A", "risk_tasks", "worker",
         "-P", spec.pool, "-c", str(concurrency or spec.concurrency), "-Q", spec.queues,

@@ -135,3 +135,34 @@ def test_worker_killed_in_the_middle_of_a_batch_loses_and_doubles_nothing(
         assert 6 in batch_sizes(first)
     finally:
         stub.stop()
+
+
+def test_a_venue_failing_inside_a_batch_retries_those_calls_and_completes_each_once(
+        world, private_broker, queues):
+    # given four accounts under water and a venue whose next two calls fail (503)
+    stub = GatewayStub().start()
+    try:
+        accounts = [f"R{i}" for i in range(4)]
+        for account in accounts:
+            arrange_underwater(world, account)
+        stub.set_prices({"BTC": 45000, "ETH": 3100, "SOL": 90})
+        stub.fail_next(2, 503)
+        worker = batch_worker(private_broker, 4, http_env(stub), wait_ms=500)
+        # when their episodes arrive together
+        for account in accounts:
+            world.liquidate(account, f"ep-{account}")
+        # then each completes, the failed calls on a retry (a new message, same task id)
+        progress = {a: world.wait_liquidated(f"ep-{a}", timeout=60) for a in accounts}
+        assert {p["status"] for p in progress.values()} == {"completed"}
+        assert sum(p["attempts"] for p in progress.values()) == len(accounts) + 2
+        assert 4 in batch_sizes(worker)
+        world.drain()
+        for account in accounts:
+            assert sorted(o["symbol"] for o in stub.orders(account)) == ["BTC", "ETH", "SOL"]
+            assert world.positions(account) == {}
+            assert world.balance(account) == UNDERWATER_BALANCE
+        assert not world.query(t.DeadLetterRow)
+        expected = {actions.liquidation_alert_id(f"ep-{a}") for a in accounts}
+        wait_until(lambda: set(alert_ids(queues)) == expected, message="every alert sent")
+    finally:
+        stub.stop()

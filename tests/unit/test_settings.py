@@ -152,3 +152,22 @@ def test_every_field_has_a_variable_and_round_trips_its_default() -> None:
     got = Settings.from_env(env)
     assert got == Settings()
     assert got.extra == {}
+
+
+@pytest.mark.parametrize("env,batch", [
+    ({}, 32),  # paper gateway: liquidations run in batches
+    ({"RISK_GATEWAY": "http", "RISK_GATEWAY_URL": "http://exec:8080"}, 1),  # each waits on the venue
+    ({"RISK_GATEWAY": "http", "RISK_GATEWAY_URL": "http://exec:8080",
+      "RISK_ACTION_BATCH_SIZE": "8"}, 8),
+    ({"RISK_ACTION_BATCH_SIZE": "1"}, 1),
+])
+def test_the_action_batch_defaults_by_gateway_unless_set(env: dict, batch: int) -> None:
+    assert Settings.from_env(env).action_batch == batch
+
+
+@pytest.mark.parametrize("name,value", [("RISK_ACTION_BATCH_SIZE", "-1"),
+                                        ("RISK_ACTION_BATCH_SIZE", "5000"),
+                                        ("RISK_ACTION_BATCH_WAIT_MS", "-2")])
+def test_action_batch_settings_out_of_range_are_refused(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})

@@ -36,7 +36,7 @@ from typing import Any, Callable
 from celery.worker import state as worker_state
 from celery.worker import strategy as celery_strategy
 
-from risk_tasks.fastpath import _expired, result_repr
+from risk_tasks.fastpath import event_sender, on_solo_pool, plain_call, result_repr
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +79,12 @@ def batched(task, app, consumer, **options: Any):  # noqa: ANN001, ANN201
 
     fallback = celery_strategy.default(task, app, consumer, **options)
     settings = get_settings()
-    pool = getattr(consumer, "pool", None)
     size = settings.action_batch
-    if type(pool).__module__ != "celery.concurrency.solo" or size <= 1:
+    if not on_solo_pool(consumer) or size <= 1:
         return fallback
     wait = settings.action_batch_wait_ms / 1000.0
-    eventer = consumer.event_dispatcher
-    send_event = eventer.send if eventer is not None and eventer.enabled \
-        and task.send_events else None
+    send_event = event_sender(task, consumer)
     revoked = consumer.controller.state.revoked
-    hostname = consumer.hostname
     connection_errors = consumer.connection_errors
     timer = consumer.timer
     name = task.name
@@ -130,18 +126,11 @@ def batched(task, app, consumer, **options: Any):  # noqa: ANN001, ANN201
                     runtime=outcome.runtime), call.id)
 
     def handler(message, body, ack, reject, callbacks, **kwargs):  # noqa: ANN001, ANN202
+        call = plain_call(message, body, name, revoked, retries=True)
+        if call is None:
+            return fallback(message, body, ack, reject, callbacks, **kwargs)
+        task_id, args, call_kwargs = call
         headers = message.headers
-        if (body is not None or not headers or "args" in message.payload
-                or headers.get("eta") or headers.get("task") != name):
-            return fallback(message, body, ack, reject, callbacks, **kwargs)
-        task_id = headers["id"]
-        expires = headers.get("expires")
-        if task_id in revoked or (expires and _expired(expires)):
-            return fallback(message, body, ack, reject, callbacks, **kwargs)
-        try:
-            args, call_kwargs, _embed = message.decode()
-        except Exception:  # noqa: BLE001 - let Celery report an undecodable message
-            return fallback(message, body, ack, reject, callbacks, **kwargs)
         buffer.append(Call(task_id, headers.get("retries") or 0, args, call_kwargs, ack,
                            reject, headers))
         if len(buffer) >= size:

@@ -47,18 +47,49 @@ class PlainCall:
         self.delivery_info = delivery_info
 
 
+def on_solo_pool(consumer) -> bool:  # noqa: ANN001
+    """Whether the worker runs tasks in its consumer (solo pool): only there can a
+    strategy run them itself."""
+    return type(getattr(consumer, "pool", None)).__module__ == "celery.concurrency.solo"
+
+
+def event_sender(task, consumer):  # noqa: ANN001, ANN201
+    """The consumer's ``send`` of task events, or None when ``task`` sends none."""
+    eventer = consumer.event_dispatcher
+    if eventer is not None and eventer.enabled and task.send_events:
+        return eventer.send
+    return None
+
+
+def plain_call(message, body, name: str, revoked, retries: bool = False):  # noqa: ANN001, ANN201
+    """``(task id, args, kwargs)`` of a message that is a plain call of task ``name``,
+    or None when it must go through Celery's default strategy: an older protocol, an
+    ETA or countdown, a retry (unless ``retries``), another task, a revoked or expired
+    task, or a body that does not decode (Celery reports it)."""
+    headers = message.headers
+    if (body is not None or not headers or "args" in message.payload
+            or headers.get("eta") or headers.get("task") != name
+            or (not retries and headers.get("retries"))):
+        return None
+    task_id = headers["id"]
+    expires = headers.get("expires")
+    if task_id in revoked or (expires and _expired(expires)):
+        return None
+    try:
+        args, kwargs, _embed = message.decode()
+    except Exception:  # noqa: BLE001
+        return None
+    return task_id, args, kwargs
+
+
 def pretrade(task, app, consumer, **options: Any):  # noqa: ANN001, ANN201
     """``Task.Strategy`` of the pre-trade tasks: see the module docstring."""
     from risk_tasks.settings import get_settings
 
     fallback = celery_strategy.default(task, app, consumer, **options)
-    pool = getattr(consumer, "pool", None)
-    if type(pool).__module__ != "celery.concurrency.solo" \
-            or not get_settings().pretrade_fast_strategy:
+    if not on_solo_pool(consumer) or not get_settings().pretrade_fast_strategy:
         return fallback
-    eventer = consumer.event_dispatcher
-    send_event = eventer.send if eventer is not None and eventer.enabled \
-        and task.send_events else None
+    send_event = event_sender(task, consumer)
     revoked = consumer.controller.state.revoked
     hostname = consumer.hostname
     connection_errors = consumer.connection_errors
@@ -68,18 +99,12 @@ def pretrade(task, app, consumer, **options: Any):  # noqa: ANN001, ANN201
     repr_size = task.resultrepr_maxsize
 
     def handler(message, body, ack, reject, callbacks, **kwargs):  # noqa: ANN001, ANN202
+        call = plain_call(message, body, name, revoked)
+        if call is None:
+            return fallback(message, body, ack, reject, callbacks, **kwargs)
+        task_id, args, call_kwargs = call
         headers = message.headers
-        if (body is not None or not headers or "args" in message.payload
-                or headers.get("eta") or headers.get("retries") or headers.get("task") != name):
-            return fallback(message, body, ack, reject, callbacks, **kwargs)
-        task_id = headers["id"]
         expires = headers.get("expires")
-        if task_id in revoked or (expires and _expired(expires)):
-            return fallback(message, body, ack, reject, callbacks, **kwargs)
-        try:
-            args, call_kwargs, _embed = message.decode()
-        except Exception:  # noqa: BLE001 - let Celery report an undecodable message
-            return fallback(message, body, ack, reject, callbacks, **kwargs)
         if send_event is not None:
             send_event("task-received", uuid=task_id, name=name,
                        args=headers.get("argsrepr", ""), kwargs=headers.get("kwargsrepr", ""),

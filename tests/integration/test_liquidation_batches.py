@@ -13,9 +13,8 @@ from models import tables as t
 from risk_tasks import actions
 from tests.integration.action_world import FAST_RETRIES, ActionWorld, http_env
 from tests.integration.helpers import wait_until
-from tests.integration.test_liquidation import arrange_underwater
+from tests.integration.test_liquidation import arrange_underwater, stub, world  # noqa: F401
 from tests.support.broker import BrokerQueues
-from tests.support.gateway_stub import GatewayStub
 
 pytestmark = pytest.mark.integration
 
@@ -37,35 +36,36 @@ def batch_sizes(worker) -> list[int]:  # noqa: ANN001
 
 
 @pytest.fixture()
-def world(rt, private_broker) -> ActionWorld:  # noqa: ANN001
-    w = ActionWorld(rt, private_broker)
-    for symbol in ("BTC", "ETH", "SOL"):
-        w.symbol(symbol, imr="0.10", mmr="0.05")
-    return w
-
-
-@pytest.fixture()
 def queues(private_broker):  # noqa: ANN001, ANN201
     q = BrokerQueues(private_broker.broker_url)
     yield q
     q.close()
 
 
+def underwater(world: ActionWorld, prefix: str, n: int, stub=None) -> list[str]:  # noqa: ANN001
+    """``n`` accounts under water (three positions each, all to close); the venue stub,
+    if any, quotes the shocked marks."""
+    accounts = [f"{prefix}{i:02d}" for i in range(n)]
+    for account in accounts:
+        arrange_underwater(world, account)
+    if stub is not None:
+        stub.set_prices({"BTC": 45000, "ETH": 3100, "SOL": 90})
+    return accounts
+
+
 def alert_ids(queues: BrokerQueues) -> list[str]:
     return [m.args[0]["alert_id"] for m in queues.messages("alerts", "risk.send_alert")]
 
 
-def test_a_batch_liquidates_each_account_once_and_alerts_for_each(world, private_broker,
+def test_a_batch_liquidates_each_account_once_and_alerts_for_each(world, private_broker,  # noqa: F811
                                                                    queues):
     # given twelve accounts under water, their episodes queued before any worker runs,
     # two of them enqueued twice
-    accounts = [f"B{i:02d}" for i in range(12)]
-    for account in accounts:
-        arrange_underwater(world, account)
+    accounts = underwater(world, "B", 12)
     for account in accounts:
         world.liquidate(account, f"ep-{account}")
-    world.liquidate("B03", "ep-B03")
-    world.liquidate("B07", "ep-B07")
+    world.liquidate(accounts[3], f"ep-{accounts[3]}")
+    world.liquidate(accounts[7], f"ep-{accounts[7]}")
     # when one worker takes them eight at a time
     worker = batch_worker(private_broker, 8)
     for account in accounts:
@@ -93,76 +93,64 @@ def test_a_batch_liquidates_each_account_once_and_alerts_for_each(world, private
 
 
 def test_worker_killed_in_the_middle_of_a_batch_loses_and_doubles_nothing(
-        world, private_broker, queues):
+        world, private_broker, queues, stub):  # noqa: F811
     # given six accounts under water, three positions each, a venue that holds each reply
     # 0.4 s, and one worker that takes all six episodes in one batch
-    stub = GatewayStub().start()
-    try:
-        accounts = [f"K{i}" for i in range(6)]
-        for account in accounts:
-            arrange_underwater(world, account)
-        stub.set_prices({"BTC": 45000, "ETH": 3100, "SOL": 90})
-        stub.delay = 0.4
-        # (a worker busy with a batch answers no ping, so it is started first)
-        first = batch_worker(private_broker, 6, http_env(stub), wait_ms=500)
-        for account in accounts:
-            world.liquidate(account, f"ep-{account}")
-        # when it is SIGKILLed after the first episode completed and the second is mid-way
-        wait_until(lambda: len(stub.orders("K1")) >= 1, timeout=60, message="second episode")
-        first.kill()
-        done = [a for a in accounts
-                if (world.liquidation_progress(f"ep-{a}") or {}).get("status") == "completed"]
-        assert done and len(done) < len(accounts)
-        assert not alert_ids(queues)  # the batch never reached its alerts
-        # and another worker takes the redelivered messages (after the visibility timeout)
-        stub.delay = 0.0
-        batch_worker(private_broker, 6, http_env(stub))
-        for account in accounts:
-            assert world.wait_liquidated(f"ep-{account}", timeout=90)["status"] == "completed"
-        # then every position was closed once, at the venue and in the state store
-        world.drain()
-        for account in accounts:
-            assert sorted(o["symbol"] for o in stub.orders(account)) == ["BTC", "ETH", "SOL"]
-            assert world.positions(account) == {}
-            assert world.balance(account) == UNDERWATER_BALANCE
-        rows = {r.episode_id: r for r in world.query(t.LiquidationRow)}
-        assert {e for e, r in rows.items() if r.status == "completed"} == {
-            f"ep-{a}" for a in accounts}
-        # and the episodes completed before the kill alerted too, on their redelivery
-        expected = {actions.liquidation_alert_id(f"ep-{a}") for a in accounts}
-        wait_until(lambda: set(alert_ids(queues)) == expected, message="every alert sent")
-        assert not world.query(t.DeadLetterRow)
-        assert 6 in batch_sizes(first)
-    finally:
-        stub.stop()
+    accounts = underwater(world, "K", 6, stub)
+    stub.delay = 0.4
+    # (a worker busy with a batch answers no ping, so it is started first)
+    first = batch_worker(private_broker, 6, http_env(stub), wait_ms=500)
+    for account in accounts:
+        world.liquidate(account, f"ep-{account}")
+    # when it is SIGKILLed after the first episode completed and the second is mid-way
+    wait_until(lambda: len(stub.orders(accounts[1])) >= 1, timeout=60,
+               message="second episode")
+    first.kill()
+    done = [a for a in accounts
+            if (world.liquidation_progress(f"ep-{a}") or {}).get("status") == "completed"]
+    assert done and len(done) < len(accounts)
+    assert not alert_ids(queues)  # the batch never reached its alerts
+    # and another worker takes the redelivered messages (after the visibility timeout)
+    stub.delay = 0.0
+    batch_worker(private_broker, 6, http_env(stub))
+    for account in accounts:
+        assert world.wait_liquidated(f"ep-{account}", timeout=90)["status"] == "completed"
+    # then every position was closed once, at the venue and in the state store
+    assert_closed_once(world, accounts, stub)
+    rows = {r.episode_id: r for r in world.query(t.LiquidationRow)}
+    assert {e for e, r in rows.items() if r.status == "completed"} == {
+        f"ep-{a}" for a in accounts}
+    # and the episodes completed before the kill alerted too, on their redelivery
+    expected = {actions.liquidation_alert_id(f"ep-{a}") for a in accounts}
+    wait_until(lambda: set(alert_ids(queues)) == expected, message="every alert sent")
+    assert 6 in batch_sizes(first)
 
 
 def test_a_venue_failing_inside_a_batch_retries_those_calls_and_completes_each_once(
-        world, private_broker, queues):
+        world, private_broker, queues, stub):  # noqa: F811
     # given four accounts under water and a venue whose next two calls fail (503)
-    stub = GatewayStub().start()
-    try:
-        accounts = [f"R{i}" for i in range(4)]
-        for account in accounts:
-            arrange_underwater(world, account)
-        stub.set_prices({"BTC": 45000, "ETH": 3100, "SOL": 90})
-        stub.fail_next(2, 503)
-        worker = batch_worker(private_broker, 4, http_env(stub), wait_ms=500)
-        # when their episodes arrive together
-        for account in accounts:
-            world.liquidate(account, f"ep-{account}")
-        # then each completes, the failed calls on a retry (a new message, same task id)
-        progress = {a: world.wait_liquidated(f"ep-{a}", timeout=60) for a in accounts}
-        assert {p["status"] for p in progress.values()} == {"completed"}
-        assert sum(p["attempts"] for p in progress.values()) == len(accounts) + 2
-        assert 4 in batch_sizes(worker)
-        world.drain()
-        for account in accounts:
-            assert sorted(o["symbol"] for o in stub.orders(account)) == ["BTC", "ETH", "SOL"]
-            assert world.positions(account) == {}
-            assert world.balance(account) == UNDERWATER_BALANCE
-        assert not world.query(t.DeadLetterRow)
-        expected = {actions.liquidation_alert_id(f"ep-{a}") for a in accounts}
-        wait_until(lambda: set(alert_ids(queues)) == expected, message="every alert sent")
-    finally:
-        stub.stop()
+    accounts = underwater(world, "R", 4, stub)
+    stub.fail_next(2, 503)
+    worker = batch_worker(private_broker, 4, http_env(stub), wait_ms=500)
+    # when their episodes arrive together
+    for account in accounts:
+        world.liquidate(account, f"ep-{account}")
+    # then each completes, the failed calls on a retry (a new message, same task id)
+    progress = {a: world.wait_liquidated(f"ep-{a}", timeout=60) for a in accounts}
+    assert {p["status"] for p in progress.values()} == {"completed"}
+    assert sum(p["attempts"] for p in progress.values()) == len(accounts) + 2
+    assert 4 in batch_sizes(worker)
+    assert_closed_once(world, accounts, stub)
+    expected = {actions.liquidation_alert_id(f"ep-{a}") for a in accounts}
+    wait_until(lambda: set(alert_ids(queues)) == expected, message="every alert sent")
+
+
+def assert_closed_once(world: ActionWorld, accounts: list[str], stub) -> None:  # noqa: ANN001
+    """Every position of ``accounts`` closed once: at the venue, in the state store, and
+    nothing dead-lettered."""
+    world.drain()
+    for account in accounts:
+        assert sorted(o["symbol"] for o in stub.orders(account)) == ["BTC", "ETH", "SOL"]
+        assert world.positions(account) == {}
+        assert world.balance(account) == UNDERWATER_BALANCE
+    assert not world.query(t.DeadLetterRow)

@@ -43,6 +43,8 @@ class WorkerRole:
     env: dict[str, str] = field(default_factory=dict)
     flags: tuple[str, ...] = ()
     loglevel: str = "info"
+    batches: bool = False
+    """Runs action batches (``risk_tasks.batches``): its prefetch is the batch size."""
 
 
 # In start order (``riskctl run`` gives each its metrics port in this order).
@@ -61,7 +63,7 @@ ROLES: dict[str, WorkerRole] = {
         flags=("--without-gossip", "--without-mingle"),
         # Each action logs its start, steps and end itself; Celery's INFO line per task
         # received and succeeded is a write per liquidation in a shock.
-        loglevel="warning",
+        loglevel="warning", batches=True,
     ),
     "ops": WorkerRole(queues="ingest,alerts,reports,dead_letter",
                       pool="prefork", concurrency=2,
@@ -74,7 +76,7 @@ def worker_command(role: str, name: str | None = None, concurrency: int | None =
     """The ``celery worker`` command line of a role (``settings``: the process's)."""
     spec = ROLES[role]
     flags = spec.flags
-    if role == "actions":
+    if spec.batches:
         # A batch is what the worker has received (``risk_tasks.batches``): its prefetch.
         from risk_tasks.settings import get_settings
 

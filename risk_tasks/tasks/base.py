@@ -24,6 +24,7 @@ from celery.exceptions import Ignore, Retry
 
 from risk_tasks import failures
 from risk_tasks.app import app
+from risk_tasks.batches import Outcome
 from risk_tasks.engine.validation import InvalidInput, identifier
 from risk_tasks.logs import log_event
 
@@ -111,7 +112,6 @@ class ActionTask(RiskTask):
         delivered again, it sends them again)."""
         from risk_tasks.alerting import alert_repr
         from risk_tasks.app import send_many
-        from risk_tasks.batches import Outcome
 
         alerts: list[tuple[int, dict]] = []
         outcomes = []

@@ -67,6 +67,44 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_seconds() -> dict[str, float]:
+    """CPU seconds of the whole machine so far, all cores (/proc/stat): ``busy`` (user,
+    system, interrupts), ``steal`` (taken by the hypervisor) and ``idle``. Busy over
+    elapsed time is how many cores were in use, whoever used them."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    return {"busy": (user + nice + system + irq + softirq) / tick, "steal": steal / tick,
+            "idle": (idle + iowait) / tick, "user": (user + nice) / tick,
+            "system": system / tick, "interrupts": (irq + softirq) / tick}
+
+
+def settle_aof(client: Any, timeout: float = 300.0) -> bool:
+    """Rewrite Redis's append-only file now, and wait for it, so that no automatic
+    rewrite starts in the measured window. Loading a population grows the file past
+    Redis's trigger (double its last size, at least 64 MB), and the rewrite it then
+    forks took about a core for a second or more in the middle of measurements. False
+    when AOF is off (nothing to do)."""
+    if client.info("persistence").get("aof_enabled") != 1:
+        return False
+    deadline = time.monotonic() + timeout
+
+    def wait() -> None:
+        while True:
+            info = client.info("persistence")
+            if not (info["aof_rewrite_in_progress"] or info["aof_rewrite_scheduled"]):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("Redis's AOF rewrite did not finish")
+            time.sleep(0.05)
+
+    wait()
+    client.bgrewriteaof()
+    time.sleep(0.05)
+    wait()
+    return True
+
+
 def redis_cpu_seconds(client: Any) -> float:
     """The Redis server's CPU seconds so far (``INFO cpu``), all clients together."""
     info = client.info("cpu")

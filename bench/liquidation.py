@@ -54,7 +54,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (emit, group_cpu_seconds, machine,  # noqa: E402
-                          redis_command_seconds, redis_cpu_seconds, start_services,
+                          machine_cpu_seconds, redis_command_seconds, settle_aof, redis_cpu_seconds, start_services,
                           warm_shard_caches)
 
 SHOCK_SYMBOL = "SHK"
@@ -217,9 +217,12 @@ def reaction(args: argparse.Namespace) -> dict:
             return summary
 
         warm_shard_caches(warm_tick, args.monitor_workers, int(os.environ["RISK_SHARDS"]))
+        aof_rewritten = settle_aof(rt.redis)
         cpu_before = {"liquidation": sum(group_cpu_seconds(w.pid) for w in liquidators),
                       "monitor": group_cpu_seconds(monitor.pid), "redis": redis_cpu_seconds(rt.redis)}
         rt.redis.config_resetstat()  # commandstats from the shock on
+        machine_before = machine_cpu_seconds()
+        own_before = time.process_time()
         # the shock
         shock_at = time.time()
         rt.store.ingest_prices({SHOCK_SYMBOL: shocked[SHOCK_SYMBOL]}, shock_at)
@@ -244,6 +247,8 @@ def reaction(args: argparse.Namespace) -> dict:
             time.sleep(0.05)
         finished = list(found.values())
         seen_done = time.time()
+        machine_after = machine_cpu_seconds()
+        own_cpu = time.process_time() - own_before
         cpu = {"liquidation": sum(group_cpu_seconds(w.pid) for w in liquidators)
                - cpu_before["liquidation"], "redis": redis_cpu_seconds(rt.redis) - cpu_before["redis"],
                "monitor": group_cpu_seconds(monitor.pid) - cpu_before["monitor"]}
@@ -285,6 +290,18 @@ def reaction(args: argparse.Namespace) -> dict:
             "shock_to_first_liquidation_ms": round((min(completed_at) - shock_at) * 1000, 1)
             if completed_at else None,
             "observed_all_done_ms": round((seen_done - shock_at) * 1000, 1),
+            # how many of the cores were busy from the shock to the last seen done
+            # (every process on the machine: workers, Redis, this poller, the rest)
+            "machine_busy_cores": round((machine_after["busy"] - machine_before["busy"])
+                                        / (seen_done - shock_at), 2),
+            "machine_steal_cores": round((machine_after["steal"] - machine_before["steal"])
+                                         / (seen_done - shock_at), 2),
+            "machine_cpu_s": {k: round(machine_after[k] - machine_before[k], 2)
+                              for k in ("user", "system", "interrupts")},
+            "bench_poller_cpu_s": round(own_cpu, 2),
+            "aof_rewritten_before_shock": aof_rewritten,
+            # liquidations completed by each tenth of the time to the last one
+            "completed_by_tenths": completed_by_tenths(completed_at, shock_at),
             # CPU of each worker (all its processes) from the shock to the last seen done
             "liquidation_worker_cpu_s": round(cpu["liquidation"], 2),
             "liquidation_worker_cpu_ms_per_episode": round(cpu["liquidation"] * 1000 / len(ids), 2)
@@ -306,6 +323,15 @@ def reaction(args: argparse.Namespace) -> dict:
         stop_group(monitor)
         for worker in liquidators:
             stop_group(worker)
+
+
+def completed_by_tenths(completed_at: list[float], since: float) -> list[int]:
+    """How many had completed at 10 %, 20 %, ... 100 % of the time to the last one: a
+    straight line is a steady rate, a late climb a slow start."""
+    if not completed_at:
+        return []
+    span = max(completed_at) - since
+    return [sum(1 for t in completed_at if t - since <= span * k / 10) for k in range(1, 11)]
 
 
 # -- SOAK --

@@ -28,7 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (emit, group_cpu_seconds, machine, percentile,  # noqa: E402
-                          redis_cpu_seconds, start_services, warm_shard_caches)
+                          redis_cpu_seconds, settle_aof, start_services,
+                          warm_shard_caches)
 
 
 def rss_mb(pid: int) -> float:
@@ -136,6 +137,7 @@ def main() -> None:
                     warm_shard_caches(lambda: run_ticks(app, rt, market, 1, move=False)[0], w,
                                       args.shards)
                     warm_s = time.perf_counter() - warm_started
+                    settle_aof(rt.redis)  # no automatic AOF rewrite in the measured ticks
                     cpu_before = (group_cpu_seconds(worker.pid), redis_cpu_seconds(rt.redis))
                     results = run_ticks(app, rt, market, args.ticks)
                     worker_cpu = group_cpu_seconds(worker.pid) - cpu_before[0]

@@ -2,6 +2,7 @@
 call is answered and counted like any task; what it does not handle goes to Celery's
 default strategy and behaves as Celery always does."""
 
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -53,6 +54,43 @@ def test_an_expired_check_goes_through_celerys_default_strategy(app, session_wor
     with pytest.raises(TaskRevokedError):
         result.get(timeout=10)
     assert app.send_task("risk.check_order", [order("fp-3")]).get(timeout=10)["approved"]
+
+
+def test_pretrade_tasks_send_no_task_events_while_the_others_do(app, session_worker, priced):
+    # given: a receiver of every event on the broker (as Flower is)
+    seen: list[tuple[str, str | None]] = []
+    with app.connection_for_read() as connection:
+        receiver = app.events.Receiver(
+            connection, handlers={"*": lambda e: seen.append((e["type"], e.get("uuid")))})
+        listener = threading.Thread(target=receiver.capture,
+                                    kwargs={"limit": None, "timeout": None, "wakeup": False},
+                                    daemon=True)
+        listener.start()
+        try:
+            def succeeded(task_id: str) -> bool:
+                return ("task-succeeded", task_id) in seen
+
+            def control_task_seen() -> bool:
+                status = app.send_task("risk.emergency_status")
+                status.get(timeout=10)
+                deadline = time.monotonic() + 3
+                while time.monotonic() < deadline and not succeeded(status.id):
+                    time.sleep(0.05)
+                return succeeded(status.id)
+
+            # the receiver is listening once a control task's events come through
+            deadline = time.monotonic() + 20
+            while not control_task_seen():
+                assert time.monotonic() < deadline, "no task events at all"
+            # when: a check, then another control task after it
+            check = app.send_task("risk.check_order", [order("fp-ev")])
+            assert check.get(timeout=10)["approved"] is True
+            assert control_task_seen()
+        finally:
+            receiver.should_stop = True
+            listener.join(timeout=10)
+    # then: the control task was seen, the check (RISK_PRETRADE_TASK_EVENTS off) was not
+    assert not [e for e in seen if e[1] == check.id]
 
 
 def test_expiry_parsing():

@@ -28,7 +28,10 @@ def flower(world, private_broker):  # noqa: ANN001, ANN201
     world.symbol("BTC")
     world.prices({"BTC": 100})
     world.account("A", 1_000_000)
-    worker = private_broker.start_worker(queues="pretrade,control", name="flower-pretrade")
+    # Pre-trade tasks send task events only when asked (RISK_PRETRADE_TASK_EVENTS); these
+    # tests watch checks in Flower, so this worker is asked.
+    worker = private_broker.start_worker(queues="pretrade,control", name="flower-pretrade",
+                                         env={"RISK_PRETRADE_TASK_EVENTS": "1"})
     server = Flower(env=private_broker.env).start()
     # Flower learns of workers from their events and from its broadcast inspects.
     wait_until(lambda: worker.hostname in server.get("/api/workers?refresh=1").json(),

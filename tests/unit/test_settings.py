@@ -28,6 +28,11 @@ def test_variables_without_the_prefix_are_ignored() -> None:
     assert got.shards == 8 and got.extra == {}
 
 
+def test_pretrade_task_events_are_off_unless_asked_for() -> None:
+    assert Settings().task_events is True and Settings().pretrade_task_events is False
+    assert Settings.from_env({"RISK_PRETRADE_TASK_EVENTS": "1"}).pretrade_task_events is True
+
+
 @pytest.mark.parametrize("raw", ["1", "true", "TRUE", "Yes", "on", " true "])
 def test_true_booleans_are_parsed(raw: str) -> None:
     assert Settings.from_env({"RISK_LOG_JSON": "0", "RISK_TASK_EVENTS": raw}).task_events is True

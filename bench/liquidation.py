@@ -21,8 +21,9 @@ once each (one episode per account, no symbol closed twice, every closed symbol 
 and a second tick starting nothing). Emergency policies are not loaded: a -9 % move
 would otherwise also stop and unwind the targets it does not liquidate, which is not
 what this measures. The paper gateway is used (fills at mark). The liquidations run on
-``--liq-workers`` workers of the ``actions`` role (solo pool, one process each; 2 by
-default, one per core); ``--liq-pool prefork`` runs one prefork worker of that
+``--liq-workers`` workers of the ``actions`` role (solo pool, one process each; 3 by
+default: on two cores two of them left a third of a core idle, each waiting on Redis for
+part of every batch, and a third fills it); ``--liq-pool prefork`` runs one prefork worker of that
 concurrency instead, for comparison. The JSON also gives each worker's CPU time from the
 shock to the last episode seen done (all its processes, from /proc).
 
@@ -446,7 +447,7 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=50)
     parser.add_argument("--shards", type=int, default=int(os.environ.get("RISK_SHARDS", 8)))
     parser.add_argument("--monitor-workers", type=int, default=2)
-    parser.add_argument("--liq-workers", type=int, default=2,
+    parser.add_argument("--liq-workers", type=int, default=3,
                         help="how many actions-role workers (solo); with --liq-pool "
                              "prefork, the one prefork worker's concurrency")
     parser.add_argument("--liq-pool", choices=("solo", "prefork"), default="solo")

@@ -14,7 +14,8 @@ docker-compose and the tests start, so they cannot drift apart.
   spends more CPU passing each task to a child and back than a paper liquidation takes
   (5.5 to 7 ms of worker CPU per paper liquidation in prefork against 3.4 to 5.2 ms
   solo, measured with ``bench/liquidation.py``), and a market-wide shock sends a
-  thousand at once. Scale it with more processes (one per core). The solo pool enforces no time limit: what bounds
+  thousand at once. Scale it with more processes (about 1.5 per core: a solo worker waits
+  on Redis for part of every batch). The solo pool enforces no time limit: what bounds
   a task is every socket's timeout (Redis, the HTTP gateway), the bounded loops of the
   actions, and, for a worker that hangs anyway, the broker's visibility timeout with the
   per-account lease (its message goes to another worker, which takes over once the lease

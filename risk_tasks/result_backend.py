@@ -11,11 +11,20 @@ trip without ``MULTI``/``EXEC`` (Celery wraps them in a transaction and calls re
 deprecated ``setex``, whose deprecation warning machinery runs on every result). The
 stored value and the message published are Celery's own.
 
+The pre-trade fast path (``risk_tasks.fastpath``) stores a success with
+``store_plain_success``: the same document Celery would store, built without Celery's
+per-call lookups and encoded with orjson. Encoding a decision with the standard
+library's JSON and building its metadata cost the pretrade worker about as much CPU as
+the check itself (py-spy at saturation, 2026-12-01).
+
 Selected in ``celeryconfig.py`` as ``risk_tasks.result_backend.RiskRedisBackend+redis://...``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from celery import states
 from celery.backends.redis import RedisBackend
 from celery.exceptions import BackendStoreError
@@ -27,6 +36,24 @@ NO_READ_BEFORE_WRITE = frozenset({
 
 
 class RiskRedisBackend(RedisBackend):
+    def store_plain_success(self, task_id: str, result: Any) -> None:
+        """Store (and publish) the success of a plain pre-trade call: what
+        ``store_result(task_id, result, SUCCESS)`` stores for a call with no parent,
+        group or children, as compact JSON. With ``result_extended`` on (which adds the
+        request's fields) it is ``store_result`` itself. A result orjson cannot encode
+        goes through Celery's encoder; orjson writes a non-finite float as ``null``
+        (decisions carry none: every figure is a float of a bounded ``Decimal``)."""
+        if self.app.conf.find_value_for_key("extended", "result"):
+            self.store_result(task_id, result, states.SUCCESS)
+            return
+        meta = {"status": states.SUCCESS, "result": result, "traceback": None,
+                "children": [], "date_done": self.app.now().isoformat(), "task_id": task_id}
+        try:
+            value = orjson.dumps(meta)
+        except TypeError:
+            value = self.encode(meta)
+        self.set(self.get_key_for_task(task_id), value)
+
     def _set(self, key, value, expires=None):  # noqa: ANN001, ANN202
         if expires is None:
             expires = self.expires

@@ -11,7 +11,7 @@ import pytest
 from celery.exceptions import TaskRevokedError
 
 from risk_tasks.engine.model import SymbolSpec
-from risk_tasks.fastpath import _expired, result_repr
+from risk_tasks.fastpath import PlainCall, _expired, result_repr
 
 pytestmark = pytest.mark.integration
 
@@ -91,6 +91,29 @@ def test_pretrade_tasks_send_no_task_events_while_the_others_do(app, session_wor
             listener.join(timeout=10)
     # then: the control task was seen, the check (RISK_PRETRADE_TASK_EVENTS off) was not
     assert not [e for e in seen if e[1] == check.id]
+
+
+def test_the_fast_result_write_stores_and_publishes_what_celery_would(app):
+    backend = app.backend
+    decision = {"order_id": "o-1", "approved": True, "violations": [],
+                "rejection_reason": None, "message": None,
+                "post_trade_metrics": {"equity": 1234.5, "margin_ratio": None,
+                                       "concentration": {"BTC": 0.25}},
+                "processing_time_us": 310}
+    request = PlainCall("fp-celery", "risk.check_order", "h", [], {}, None)
+
+    def stored(task_id: str) -> dict:
+        meta = backend.decode(backend.client.get(backend.get_key_for_task(task_id)))
+        assert meta.pop("task_id") == task_id
+        assert datetime.fromisoformat(meta.pop("date_done")).tzinfo is not None
+        return meta
+
+    # when: Celery's own write, and the fast path's
+    backend.store_result("fp-celery", decision, "SUCCESS", request=request)
+    backend.store_plain_success("fp-fast", decision)
+    # then: the same document, which a caller reads back as the decision
+    assert stored("fp-fast") == stored("fp-celery")
+    assert app.AsyncResult("fp-fast").get(timeout=5) == decision
 
 
 def test_expiry_parsing():

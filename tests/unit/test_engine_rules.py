@@ -743,3 +743,50 @@ def test_order_leaving_a_tiny_negative_available_margin_is_rejected_at_any_magni
     decision = check(raw, ctx)
     # then
     assert decision.reason is Reason.INSUFFICIENT_MARGIN
+
+
+def test_engine_results_do_not_depend_on_the_callers_decimal_context() -> None:
+    import decimal
+    from decimal import Decimal
+
+    from risk_tasks.engine.model import exact
+
+    positions = {"BTC": Position("BTC", Decimal("0.333"), Decimal("60001.17")),
+                 "ETH": Position("ETH", Decimal("-7.1"), Decimal("3001.03"))}
+    marks = {"BTC": Decimal("59000.01"), "ETH": Decimal("2990.07")}
+    specs = {"BTC": spec("BTC"), "ETH": spec("ETH")}
+
+    def figures() -> tuple:
+        m = compute_metrics(Decimal("10000.01"), positions, marks, specs, Decimal("10500"),
+                            Decimal("10100"))
+        return m.equity, m.margin_ratio, m.leverage, m.concentration
+
+    expected = figures()
+    # a caller with a 3-digit context and nothing trapped gets the same exact figures
+    with decimal.localcontext(decimal.Context(prec=3, traps=[])):
+        assert figures() == expected
+        assert decimal.getcontext().prec == 3  # and keeps its own context
+
+    # an engine function called from another one runs in the engine's context too
+    @exact
+    def inner() -> int:
+        return decimal.getcontext().prec
+
+    @exact
+    def outer() -> tuple[int, int]:
+        return inner(), decimal.getcontext().prec
+
+    with decimal.localcontext(decimal.Context(prec=5)):
+        assert outer() == (ENGINE_CONTEXT.prec, ENGINE_CONTEXT.prec)
+        assert inner() == ENGINE_CONTEXT.prec
+        assert decimal.getcontext().prec == 5
+
+    # an engine function that raised leaves the next call in the engine's context too
+    @exact
+    def failing() -> None:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError):
+        failing()
+    with decimal.localcontext(decimal.Context(prec=5)):
+        assert inner() == ENGINE_CONTEXT.prec

@@ -7,7 +7,8 @@ the tracer (signals, state bookkeeping, result store, logging). On the pretrade 
 task that takes a fraction of a millisecond. This strategy runs a plain pre-trade call
 in the consumer itself: decode, run, store the result in the result backend, acknowledge,
 and send the same task events (``task-received``, ``task-succeeded`` / ``task-failed``)
-when events are on, so Flower and the result backend see what they always see.
+when the task sends events (the pre-trade tasks do only with
+``RISK_PRETRADE_TASK_EVENTS``), so Flower and the result backend see what they always see.
 
 Anything that is not a plain call goes to Celery's default strategy unchanged: a message
 in an older protocol, one with an ETA or countdown, a revoked or expired task, a retry,

@@ -95,13 +95,31 @@ REDIS_UP = Gauge("risk_redis_up", "1 when the host's hot-state Redis answers a P
 
 def observe_check(outcome) -> None:  # noqa: ANN001 - risk_tasks.pretrade.Outcome
     """Count one pre-trade outcome (a replay is counted as such, not as a decision)."""
-    result = outcome.result
-    if outcome.replayed:
-        ORDER_REPLAYS.inc()
-        return
-    if result["approved"]:
-        ORDER_CHECKS.labels("approved").inc()
-    else:
-        ORDER_CHECKS.labels("rejected").inc()
-        ORDERS_REJECTED.labels(result["rejection_reason"]).inc()
-    ORDER_CHECK_DURATION.observe(result["processing_time_us"] / 1e6)
+    observe_checks((outcome,))
+
+
+def observe_checks(outcomes) -> None:  # noqa: ANN001 - iterable of risk_tasks.pretrade.Outcome
+    """Count pre-trade outcomes, each counter moved once per label for the lot (a
+    multiprocess counter's increment writes a shared file: per order, it was 6 % of a
+    batched order's CPU). Every decision's time still goes into the histogram."""
+    replays = 0
+    results: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+    for outcome in outcomes:
+        if outcome.replayed:
+            replays += 1
+            continue
+        result = outcome.result
+        if result["approved"]:
+            results["approved"] = results.get("approved", 0) + 1
+        else:
+            results["rejected"] = results.get("rejected", 0) + 1
+            reason = result["rejection_reason"]
+            reasons[reason] = reasons.get(reason, 0) + 1
+        ORDER_CHECK_DURATION.observe(result["processing_time_us"] / 1e6)
+    if replays:
+        ORDER_REPLAYS.inc(replays)
+    for label, n in results.items():
+        ORDER_CHECKS.labels(label).inc(n)
+    for reason, n in reasons.items():
+        ORDERS_REJECTED.labels(reason).inc(n)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from risk_tasks.accounts import account_metrics
-from risk_tasks.metrics import observe_check
+from risk_tasks.metrics import observe_check, observe_checks
 from risk_tasks.pretrade import MAX_BATCH, Outcome
 from risk_tasks.runtime import runtime
 from risk_tasks.settings import get_settings
@@ -47,8 +47,7 @@ def check_order_batch(orders: Any) -> list:
         return [service.check({"batch": f"more than {MAX_BATCH} orders in one batch"}).result
                 for _ in orders]
     outcomes: list[Outcome] = service.check_batch(orders)
-    for outcome in outcomes:
-        observe_check(outcome)
+    observe_checks(outcomes)
     return [o.result for o in outcomes]
 
 

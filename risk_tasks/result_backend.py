@@ -43,7 +43,11 @@ class RiskRedisBackend(RedisBackend):
         request's fields) it is ``store_result`` itself. A result orjson cannot encode
         goes through Celery's encoder; orjson writes a non-finite float as ``null``
         (decisions carry none: every figure is a float of a bounded ``Decimal``)."""
-        if self.app.conf.find_value_for_key("extended", "result"):
+        extended = self.__dict__.get("_risk_extended")
+        if extended is None:  # looked up once: a per-call lookup is what this saves
+            extended = self.__dict__["_risk_extended"] = bool(
+                self.app.conf.find_value_for_key("extended", "result"))
+        if extended:
             self.store_result(task_id, result, states.SUCCESS)
             return
         meta = {"status": states.SUCCESS, "result": result, "traceback": None,

@@ -31,6 +31,7 @@ its prefetch count, so the ``actions`` role's prefetch is the batch size
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from celery.worker import state as worker_state
@@ -41,36 +42,31 @@ from risk_tasks.fastpath import event_sender, on_solo_pool, plain_call, result_r
 log = logging.getLogger(__name__)
 
 
+@dataclass(slots=True)
 class Call:
     """One received message of a batch: its id, arguments and how to settle it."""
 
-    __slots__ = ("id", "retries", "args", "kwargs", "ack", "reject", "headers")
-
-    def __init__(self, task_id: str, retries: int, args: list, kwargs: dict,
-                 ack: Callable, reject: Callable, headers: dict) -> None:
-        self.id = task_id
-        self.retries = retries
-        self.args = args
-        self.kwargs = kwargs
-        self.ack = ack
-        self.reject = reject
-        self.headers = headers
+    id: str
+    retries: int
+    args: list
+    kwargs: dict
+    ack: Callable
+    reject: Callable
+    headers: dict
 
     @property
     def argsrepr(self) -> str:
         return self.headers.get("argsrepr", "")
 
 
+@dataclass(slots=True)
 class Outcome:
     """What ``run_batch`` reports for one call: its result, or ``settled=False`` when it
     must not be acknowledged (it could not be run, retried or dead-lettered)."""
 
-    __slots__ = ("result", "settled", "runtime")
-
-    def __init__(self, result: Any, settled: bool = True, runtime: float = 0.0) -> None:
-        self.result = result
-        self.settled = settled
-        self.runtime = runtime
+    result: Any
+    settled: bool = True
+    runtime: float = 0.0
 
 
 def batched(task, app, consumer, **options: Any):  # noqa: ANN001, ANN201

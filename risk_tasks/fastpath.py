@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -33,19 +34,16 @@ from celery.worker import strategy as celery_strategy
 log = logging.getLogger(__name__)
 
 
+@dataclass(slots=True)
 class PlainCall:
     """What the result backend reads of a request (``RiskRedisBackend`` keys on ``task``)."""
 
-    __slots__ = ("id", "task", "hostname", "args", "kwargs", "delivery_info")
-
-    def __init__(self, task_id: str, task: str, hostname: str, args: list, kwargs: dict,
-                 delivery_info: dict | None) -> None:
-        self.id = task_id
-        self.task = task
-        self.hostname = hostname
-        self.args = args
-        self.kwargs = kwargs
-        self.delivery_info = delivery_info
+    id: str
+    task: str
+    hostname: str
+    args: list
+    kwargs: dict
+    delivery_info: dict | None
 
 
 def on_solo_pool(consumer) -> bool:  # noqa: ANN001

@@ -22,6 +22,7 @@ Selected in ``celeryconfig.py`` as ``risk_tasks.result_backend.RiskRedisBackend+
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -36,6 +37,12 @@ NO_READ_BEFORE_WRITE = frozenset({
 
 
 class RiskRedisBackend(RedisBackend):
+    @cached_property
+    def _extended(self) -> bool:
+        """``result_extended``, looked up once (a per-call lookup is what the fast write
+        saves)."""
+        return bool(self.app.conf.find_value_for_key("extended", "result"))
+
     def store_plain_success(self, task_id: str, result: Any) -> None:
         """Store (and publish) the success of a plain pre-trade call: what
         ``store_result(task_id, result, SUCCESS)`` stores for a call with no parent,
@@ -43,11 +50,7 @@ class RiskRedisBackend(RedisBackend):
         request's fields) it is ``store_result`` itself. A result orjson cannot encode
         goes through Celery's encoder; orjson writes a non-finite float as ``null``
         (decisions carry none: every figure is a float of a bounded ``Decimal``)."""
-        extended = self.__dict__.get("_risk_extended")
-        if extended is None:  # looked up once: a per-call lookup is what this saves
-            extended = self.__dict__["_risk_extended"] = bool(
-                self.app.conf.find_value_for_key("extended", "result"))
-        if extended:
+        if self._extended:
             self.store_result(task_id, result, states.SUCCESS)
             return
         meta = {"status": states.SUCCESS, "result": result, "traceback": None,

@@ -9,7 +9,10 @@ of accounts, starts one pretrade worker with the role's production command line
 client processes:
 
 1. the floor: a bare Redis request/reply (LPUSH + BLPOP) round trip on the same server;
-2. the Celery no-op (``risk.ping``) on the same worker, sequentially;
+2. the Celery no-op (``risk.ping``) on the same worker, one caller and 8 callers; and the
+   reference the targets were set against, plain Celery's no-op tuned as in
+   ``shared/notes/celery-baseline.md`` (``bench/plain_celery.py``, its own worker), the
+   same two ways, so the engine reads against what Celery costs here at that moment;
 3. ``risk.check_order`` at steady offered loads (open loop: latency counts from the
    scheduled send time, so queueing is not hidden), then at saturation (closed loop);
 4. ``risk.check_order_batch``: orders decided per second at saturation, and each
@@ -35,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import emit, latency_summary, machine, start_services  # noqa: E402
+from bench.common import ROOT, emit, latency_summary, machine, start_services  # noqa: E402
 
 
 # -- CLIENT PROCESSES (spawned) --
@@ -70,9 +73,28 @@ def client_main(mode: str, params: dict, out: mp.Queue) -> None:
         with lock:
             return next(gen)
 
+    check = client.check_order
+    if mode == "noop":  # the engine's no-op, risk.ping, on the same worker
+        def check(order: dict) -> dict:
+            try:
+                app.send_task("risk.ping", argsrepr="", kwargsrepr="").get(timeout=2,
+                                                                           interval=0.001)
+            except Exception:  # noqa: BLE001 - counted as the checks' time-outs are
+                return {"client_side": True}
+            return order
+    elif mode == "plain":  # plain Celery's no-op on its own worker (bench/plain_celery.py)
+        from bench import plain_celery
+
+        def check(order: dict) -> dict:
+            try:
+                plain_celery.call()
+            except Exception:  # noqa: BLE001
+                return {"client_side": True}
+            return order
+
     # warm up, then keep the collector out of the measurement
     for _ in range(50):
-        client.check_order(next_order())
+        check(next_order())
     gc.collect()
     gc.freeze()
     latencies: list[float] = []
@@ -103,7 +125,7 @@ def client_main(mode: str, params: dict, out: mp.Queue) -> None:
             if batch:
                 results = client.check_orders([next_order() for _ in range(batch)])
             else:
-                results = [client.check_order(next_order())]
+                results = [check(next_order())]
             done = time.perf_counter()
             bad = sum(1 for r in results if r.get("client_side"))
             with lock:
@@ -175,16 +197,44 @@ def redis_floor(url: str, n: int) -> dict:
     return latency_summary(latencies)
 
 
-def celery_noop(n: int) -> dict:
-    from risk_tasks.app import app
-
+def sequential(call, n: int) -> dict:  # noqa: ANN001
+    """``n`` round trips of ``call`` one after the other, after 200 of warm-up."""
     latencies = []
     for i in range(n + 200):
         started = time.perf_counter()
-        app.send_task("risk.ping", argsrepr="", kwargsrepr="").get(timeout=5, interval=0.001)
+        call()
         if i >= 200:
             latencies.append(time.perf_counter() - started)
     return latency_summary(latencies)
+
+
+def celery_noop(n: int) -> dict:
+    from risk_tasks.app import app
+
+    return sequential(lambda: app.send_task("risk.ping", argsrepr="", kwargsrepr="").get(
+        timeout=5, interval=0.001), n)
+
+
+def plain_celery_reference(n: int, base: dict) -> dict:
+    """Plain Celery's no-op, tuned as in the notes, on its own solo worker and the same
+    Redis (databases 3 and 4): one caller, then 8 callers (2 processes of 4 threads, as
+    the engine's saturation step)."""
+    from bench import plain_celery
+
+    env = {k: v for k, v in os.environ.items() if k.startswith("PLAIN_")}
+    worker = subprocess.Popen(plain_celery.worker_command(), cwd=ROOT, env=os.environ,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not plain_celery.app.control.ping(timeout=0.5):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the plain Celery worker did not start")
+        one = sequential(plain_celery.call, n)
+        many = run_clients("plain", 2, dict(base, env=dict(base["env"], **env), threads=4))
+    finally:
+        worker.terminate()
+        worker.wait(timeout=20)
+    return {"sequential": one, "saturation": many}
 
 
 # -- SET-UP --
@@ -254,6 +304,10 @@ def main() -> None:
                         "accounts": args.accounts, "symbols": args.symbols}
         result["floor_redis_request_reply"] = redis_floor(os.environ["RISK_BROKER_URL"], n_seq)
         result["celery_noop_sequential"] = celery_noop(n_seq)
+        result["celery_noop_saturation"] = run_clients("noop", 2, dict(base, threads=4))
+        base_url = os.environ["RISK_BROKER_URL"].rsplit("/", 1)[0]
+        os.environ.update(PLAIN_BROKER_URL=f"{base_url}/3", PLAIN_RESULT_BACKEND=f"{base_url}/4")
+        result["plain_celery_noop"] = plain_celery_reference(n_seq, base)
         result["check_order_sequential"] = run_clients("single", 1, dict(base, threads=1))
         steady = {}
         for rate in [float(r) for r in args.rates.split(",")]:
@@ -271,7 +325,12 @@ def main() -> None:
             "coalesce", 2, dict(base, threads=64, window=0.0005))
         rows = [
             {"path": "bare Redis request/reply (floor)", **result["floor_redis_request_reply"]},
+            {"path": "plain Celery no-op (notes' tuning), 1 caller",
+             **result["plain_celery_noop"]["sequential"]},
+            {"path": "plain Celery no-op, saturation (8 callers)",
+             **result["plain_celery_noop"]["saturation"]},
             {"path": "celery no-op, 1 caller", **result["celery_noop_sequential"]},
+            {"path": "celery no-op, saturation (8 callers)", **result["celery_noop_saturation"]},
             {"path": "check_order, 1 caller", **result["check_order_sequential"]},
             *[{"path": f"check_order at {r}/s offered", **v} for r, v in steady.items()],
             {"path": "check_order saturation (8 callers)", **result["check_order_saturation"]},

@@ -485,8 +485,20 @@ def main() -> None:
                   "tick_duration_ms", "shock_to_tick_done_ms", "shock_to_last_liquidation_ms"],
                  args.out)
     finally:
+        forget_subscriptions()
         for server in started_services:
             server.cleanup()
+
+
+def forget_subscriptions() -> None:
+    """Celery unsubscribes from a waited-on result when the result object is deleted,
+    which for some of ours is at exit, after Redis has stopped: each printed a traceback
+    there. The connection goes with the process; nothing is left to unsubscribe."""
+    from risk_tasks.app import app
+
+    consumer = getattr(app.backend, "result_consumer", None)
+    if consumer is not None:
+        consumer.subscribed_to.clear()
 
 
 if __name__ == "__main__":

@@ -13,13 +13,17 @@ messages a worker has already received (up to ``RISK_ACTION_BATCH_SIZE``, or wha
   retry as a new message with the same task id);
 - side messages the calls produce (a liquidation's alert) are published together, in
   one pipelined round trip, after the batch;
-- each call's own message is acknowledged only after that, so a worker that dies
-  anywhere in a batch leaves every message of it to be delivered again (``acks_late``
-  as before); a call that could not even be retried or dead-lettered (the broker down)
-  is not acknowledged either and comes back after the visibility timeout;
+- each call's own message is acknowledged only after that (the batch's messages in one
+  round trip, ``kombu_patches.ack_all``), so a worker that dies anywhere in a batch
+  leaves every message of it to be delivered again (``acks_late`` as before); a call
+  that could not even be retried or dead-lettered (the broker down) is not acknowledged
+  either and comes back after the visibility timeout;
 - Flower sees each call: one ``task-succeeded`` event per call, which carries what
   ``task-received`` would have (name, arguments, retries), so a call costs one event,
   not two.
+
+A worker that runs batches takes many messages per fetch (``kombu_patches``, "many
+messages per fetch"): one message per ``BRPOP`` made batches of one or two.
 
 Anything that is not a plain call goes to Celery's default strategy unchanged and runs
 one by one: a message in an older protocol, one with an ETA or countdown (a retry), a
@@ -37,6 +41,7 @@ from typing import Any, Callable
 from celery.worker import state as worker_state
 from celery.worker import strategy as celery_strategy
 
+from risk_tasks import kombu_patches
 from risk_tasks.fastpath import event_sender, on_solo_pool, plain_call, result_repr
 
 log = logging.getLogger(__name__)
@@ -53,6 +58,7 @@ class Call:
     ack: Callable
     reject: Callable
     headers: dict
+    message: Any  # kombu's, acknowledged with the rest of the batch (``ack_all``)
 
     @property
     def argsrepr(self) -> str:
@@ -79,6 +85,9 @@ def batched(task, app, consumer, **options: Any):  # noqa: ANN001, ANN201
     if not on_solo_pool(consumer) or size <= 1:
         return fallback
     wait = settings.action_batch_wait_ms / 1000.0
+    queue = app.amqp.router.route({}, task.name, (), {}, task).get("queue")
+    if queue is not None:  # so that batches fill (see there)
+        kombu_patches.enable_multi_fetch(getattr(queue, "name", queue))
     send_event = event_sender(task, consumer)
     revoked = consumer.controller.state.revoked
     connection_errors = consumer.connection_errors
@@ -103,6 +112,7 @@ def batched(task, app, consumer, **options: Any):  # noqa: ANN001, ANN201
             log.exception("batch of %d %s calls failed; they will be delivered again",
                           len(calls), name)
             outcomes = [Outcome(None, settled=False)] * len(calls)
+        settled = []
         for call, outcome in zip(calls, outcomes):
             worker_state.total_count[name] += 1
             worker_state.all_total_count[0] += 1
@@ -110,8 +120,10 @@ def batched(task, app, consumer, **options: Any):  # noqa: ANN001, ANN201
                 # Back on the queue (or, with the broker away, redelivered after the
                 # visibility timeout): never acknowledged without an outcome.
                 call.reject(log, connection_errors, requeue=True)
-                continue
-            call.ack(log, connection_errors)
+            else:
+                settled.append((call, outcome))
+        acknowledge(settled, connection_errors)
+        for call, outcome in settled:
             if send_event is not None:
                 headers = call.headers
                 _quietly(lambda: send_event(
@@ -128,7 +140,7 @@ def batched(task, app, consumer, **options: Any):  # noqa: ANN001, ANN201
         task_id, args, call_kwargs = call
         headers = message.headers
         buffer.append(Call(task_id, headers.get("retries") or 0, args, call_kwargs, ack,
-                           reject, headers))
+                           reject, headers, message))
         if len(buffer) >= size:
             flush()
         elif pending[0] is None:
@@ -136,6 +148,21 @@ def batched(task, app, consumer, **options: Any):  # noqa: ANN001, ANN201
         return None
 
     return handler
+
+
+def acknowledge(settled: list[tuple[Call, Outcome]], connection_errors: tuple) -> None:
+    """Acknowledge the settled calls of a batch: in one round trip (``ack_all``), else,
+    if that fails, each as Celery would (a failure is logged; the message comes back)."""
+    try:
+        kombu_patches.ack_all([call.message for call, _ in settled])
+    except connection_errors:
+        log.exception("could not acknowledge a batch of %d; its messages will be "
+                      "delivered again", len(settled))
+    except Exception:  # noqa: BLE001 - e.g. a message acknowledged already: one by one
+        log.exception("batch acknowledgement failed; acknowledging one by one")
+        for call, _ in settled:
+            if not call.message.acknowledged:
+                call.ack(log, connection_errors)
 
 
 def _quietly(step: Callable[[], Any], task_id: str) -> None:

@@ -12,8 +12,9 @@ makes an action safe to repeat lives here.
    and, in the same step (one Lua script, one round trip), reads its progress, the
    account, its positions and their marks; a finished action returns its stored result
    at once (lease or not, and keeps no lease);
-2. cancels the account's open orders, once per action (with the paper gateway, which
-   cancels nothing, saved together with the start);
+2. cancels the account's open orders, once per action, and records the start (with the
+   paper gateway, which cancels nothing and changes nothing before a close, both are
+   written by the run's first close, in its script's step, or by its next save);
 3. settles an order that was in flight when an earlier run stopped (the progress names
    it *before* it is sent, ``pending``): the gateway's ``lookup`` says whether it was
    executed; if so the fill is applied (a no-op if it already was) and the step
@@ -268,6 +269,8 @@ class AccountAction:
         self.lease_margin = max(rt.settings.lease_ttl_seconds / 2,
                                 rt.settings.gateway_timeout_seconds + 1.0)
         self._snapshot = rt.redis.register_script(_SNAPSHOT)
+        # A local start's records and keep-alive, left to the run's next write (see start)
+        self.deferred: tuple[list[dict], Callable[[Any], None] | None] | None = None
         self.moves = 0
         self.latest: Snapshot | None = None  # see after_close
 
@@ -378,29 +381,57 @@ class AccountAction:
         """Queue on ``pipe`` whatever must be kept alive besides the lease (a hook)."""
 
     def start(self, data: dict, records: list[dict]) -> None:
-        """Save the start of a run (its ``records``; ``keep_alive_in`` in the same round
+        """Record the start of a run (its ``records``; ``keep_alive_in`` in the same round
         trip) and cancel the orders. The start is recorded before a venue is called, so
-        every attempt counts; with a gateway that cancels nothing (paper) it is saved
-        with the cancellation."""
+        every attempt counts. A gateway without a venue (paper) cancels nothing and
+        changes nothing until a close, so there the start and the cancellation are
+        written by the run's next write, in its round trip (``deferred``): the first
+        close's script, or the next save. A run that dies before that did nothing."""
         if self.gateway.local:
-            self.cancel_orders(data, records, self.keep_alive_in)
+            self.cancel_orders(data, records, self.keep_alive_in, defer=True)
         else:
-            self.progress.save(data, records, self.keep_alive_in)
+            self.save(data, records, self.keep_alive_in)
             self.cancel_orders(data)
 
     def cancel_orders(self, data: dict, records: list[dict] | None = None,
-                      then: Callable[[Any], None] | None = None) -> None:
+                      then: Callable[[Any], None] | None = None, defer: bool = False) -> None:
         """Cancel the account's open orders, once per action (repeating it is harmless,
-        so ``records`` that precede it, such as the start, may be saved with it)."""
-        if data.get("orders_canceled") is not None:
-            if records is not None:
-                self.progress.save(data, records, then)
+        so ``records`` that precede it, such as the start, may be saved with it); with
+        ``defer``, what would be saved is left to the next write."""
+        if data.get("orders_canceled") is None:
+            self.touch()
+            canceled = self.gateway.cancel_all_orders(self.account_id,
+                                                      request_id(self.order_prefix, "cancel"))
+            data["orders_canceled"] = canceled
+            records = (records or []) + self.cancel_records(data, canceled)
+        elif records is None:
             return
-        self.touch()
-        canceled = self.gateway.cancel_all_orders(self.account_id,
-                                                  request_id(self.order_prefix, "cancel"))
-        data["orders_canceled"] = canceled
-        self.progress.save(data, (records or []) + self.cancel_records(data, canceled), then)
+        if defer:
+            self.deferred = (list(records), then)
+        else:
+            self.save(data, records, then)
+
+    def save(self, data: dict, records: tuple[dict, ...] | list[dict] = (),
+             then: Callable[[Any], None] | None = None) -> None:
+        """``Progress.save``, with what a local start left to it first (``deferred``)."""
+        records, then = self.with_deferred(records, then)
+        self.progress.save(data, records, then)
+        self.deferred = None
+
+    def with_deferred(self, records: tuple[dict, ...] | list[dict],
+                      then: Callable[[Any], None] | None
+                      ) -> tuple[list[dict], Callable[[Any], None] | None]:
+        if self.deferred is None:
+            return list(records), then
+        early, early_then = self.deferred
+        if early_then is None or then is None:
+            return early + list(records), early_then or then
+
+        def both(pipe: Any) -> None:
+            early_then(pipe)
+            then(pipe)
+
+        return early + list(records), both
 
     def settle_pending(self, data: dict) -> bool:
         """Finish or forget the order that was in flight when an earlier run stopped;
@@ -416,7 +447,7 @@ class AccountAction:
             log_event(log, "in-flight order was not executed", account_id=self.account_id,
                       reference=self.reference, request_id=pending["request_id"])
             data["pending"] = None
-            self.progress.save(data)
+            self.save(data)
             return False
         log_event(log, "in-flight order was executed; settling it",
                   account_id=self.account_id, reference=self.reference,
@@ -443,7 +474,7 @@ class AccountAction:
                            "quantity": str(quantity), "request_id": rid,
                            "position_quantity": str(position.quantity),
                            "entry_price": str(position.entry_price)}
-        self.progress.save(data)  # renews the lease too
+        self.save(data)  # renews the lease too
         self.touch()
         execution = self.gateway.close_position(self.account_id, symbol, side, quantity, rid,
                                                 self.source, self.reference)
@@ -468,13 +499,15 @@ class AccountAction:
                           "entry_price": str(position.entry_price)}
         step = self.record_step(new, execution)
         self.keep_alive_if_due()
+        records, then = self.with_deferred(self.step_records(new, step), None)
         sent_at = time.monotonic()
         reply = self.gateway.close_and_record(
             execution, snap.fields, snap.raw_positions.get(symbol), snap.raw_marks[symbol],
             self.source, self.reference, self.lease, self.progress.key, orjson.dumps(new),
-            self.progress.ttl, [orjson.dumps(r) for r in self.step_records(new, step)])
+            self.progress.ttl, [orjson.dumps(r) for r in records], then)
         outcome = reply[0].decode()
         if outcome == "OK":
+            self.deferred = None
             self.lease.renewed_at = sent_at
             self.moves = 0
             data.clear()
@@ -499,7 +532,7 @@ class AccountAction:
 
     def complete(self, data: dict, execution: Execution) -> dict:
         step = self.record_step(data, execution)
-        self.progress.save(data, self.step_records(data, step))
+        self.save(data, self.step_records(data, step))
         self.log_step(step)
         return step
 
@@ -587,9 +620,8 @@ class Liquidation(AccountAction):
 
     def begin(self, snap: Snapshot) -> dict:
         """Start the episode from the state read under the lease: skipped at once when
-        the account is no longer liquidatable; else the start is saved (keeping the
-        episode alive in the same round trip) and the orders canceled. With a gateway
-        that cancels nothing (paper) the start is saved with the cancellation."""
+        the account is no longer liquidatable; else the start is recorded (keeping the
+        episode alive in the same round trip) and the orders canceled (see ``start``)."""
         now = self.now()
         metrics = self.metrics(self.priced(snap))
         data = {"kind": "liquidation", "episode_id": self.episode_id,
@@ -601,7 +633,7 @@ class Liquidation(AccountAction):
         if not is_liquidatable(metrics):
             # Prices moved back, or an unwind closed the positions first: nothing to do.
             data.update(status=SKIPPED, completed_at=now, equity_after=str(metrics.equity))
-            self.progress.save(data, [self.record(data, SKIPPED, equity_after=str(metrics.equity),
+            self.save(data, [self.record(data, SKIPPED, equity_after=str(metrics.equity),
                                                   completed_at=now,
                                                   error="not liquidatable when the "
                                                         "liquidation ran")],
@@ -651,7 +683,7 @@ class Liquidation(AccountAction):
         # The alert goes first, under an id of this episode: if this run dies before the
         # completion is saved, the next one sends the same alert, delivered once.
         self.notify(self.completion_alert(data))
-        self.progress.save(data, [self.record(
+        self.save(data, [self.record(
             data, COMPLETED, equity_after=data["equity_after"], realized_pnl=str(realized),
             positions_closed=self.closed_positions(data), completed_at=now)], self.end_in)
         LIQUIDATIONS.labels(COMPLETED).inc()
@@ -863,7 +895,7 @@ class Unwind(AccountAction):
                     self.pause()
                     data["round"] += 1
                     data["round_done"] = []
-                    self.progress.save(data)
+                    self.save(data)
                     snap = None
                     continue
                 marks = snap.marks
@@ -891,7 +923,7 @@ class Unwind(AccountAction):
     def finish(self, data: dict) -> dict:
         now = self.now()
         data.update(status=COMPLETED, completed_at=now)
-        self.progress.save(data)
+        self.save(data)
         completed = settle_stop(self.redis, self.stop_id, self.progress.ttl, now,
                                 account_id=self.account_id)
         log_event(log, "unwind completed", logging.WARNING, account_id=self.account_id,

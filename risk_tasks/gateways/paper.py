@@ -16,8 +16,10 @@ records, all or nothing. A crash leaves either the whole step or no trace of it.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any, Callable
 
 import orjson
+from redis.exceptions import NoScriptError
 
 from risk_tasks.engine.model import Side
 from risk_tasks.failures import NoPrice
@@ -78,7 +80,8 @@ class PaperGateway(ExecutionGateway):
     def close_and_record(self, execution: Execution, fields: dict, raw_position: bytes | None,
                          raw_mark: bytes, source: str, reference: str, lease,  # noqa: ANN001
                          progress_key: str, progress: bytes, progress_ttl: int,
-                         records: list[bytes]) -> list:
+                         records: list[bytes], then: Callable[[Any], None] | None = None
+                         ) -> list:
         """Execute ``execution`` (a close at the mark ``raw_mark`` the caller read), apply
         it to the account as the caller read it (``fields``, ``raw_position``) and save
         the caller's progress and records, in one script, under the caller's lease.
@@ -86,19 +89,29 @@ class PaperGateway(ExecutionGateway):
         account as it is after the fill), ``[b"LEASE"]`` (lost: nothing done), or, with
         nothing done either, ``[b"MARK"]``/``[b"RETRY"]`` (the mark or the account moved:
         read again) or ``[b"EXECUTED"]``/``[b"DUP"]`` (done before: take the step by
-        step path)."""
+        step path). ``then(pipeline)`` queues commands sent in the same round trip, after
+        the script (they run whatever it returns)."""
         from risk_tasks.engine.model import Fill
 
         fill = Fill(execution.request_id, execution.account_id, execution.symbol,
                     execution.side, execution.quantity, execution.price)
         commit_keys, commit_args = self.store.fill_change(fill, fields, raw_position, source,
                                                           reference)[:2]
-        reply = self._close_and_record(
-            keys=[*commit_keys, lease.key, execution_key(execution.request_id), progress_key,
-                  keys.PRICES, keys.CONFIG_VERSION],
-            args=[lease.token, lease.ttl_ms, execution.symbol, raw_mark,
-                  orjson.dumps(execution.to_dict()), EXECUTION_TTL, progress, progress_ttl,
-                  len(records), *records, *commit_args])
+        script_keys = [*commit_keys, lease.key, execution_key(execution.request_id),
+                       progress_key, keys.PRICES, keys.CONFIG_VERSION]
+        args = [lease.token, lease.ttl_ms, execution.symbol, raw_mark,
+                orjson.dumps(execution.to_dict()), EXECUTION_TTL, progress, progress_ttl,
+                len(records), *records, *commit_args]
+        if then is None:
+            return self._close_and_record(keys=script_keys, args=args)
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.evalsha(self._close_and_record.sha, len(script_keys), *script_keys, *args)
+        then(pipe)
+        reply = pipe.execute(raise_on_error=False)[0]
+        if isinstance(reply, NoScriptError):  # Redis restarted: nothing ran; load and run it
+            return self._close_and_record(keys=script_keys, args=args)
+        if isinstance(reply, Exception):
+            raise reply
         return reply
 
     def cancel_all_orders(self, account_id: str, request_id: str) -> int:

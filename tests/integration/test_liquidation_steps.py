@@ -138,6 +138,67 @@ def test_one_liquidation_takes_a_handful_of_round_trips(world, rt, monkeypatch):
     result, alerts = liquidate(rt, gateway)
     monkeypatch.undo()
     assert result["positions_closed"] == ["BTC", "ETH"]
-    # begin (episode guard, this test's), take + read, start with cancel, 2 closes
-    # (each returning the account as it left it), completion with episode end + release
-    assert len(sent) == 6, len(sent)
+    # begin (episode guard, this test's), take + read, 2 closes (each returning the
+    # account as it left it; the first also records the start and the cancellation and
+    # keeps the episode alive), completion with episode end + release
+    assert len(sent) == 5, len(sent)
+
+
+def journal(rt) -> list[tuple]:  # noqa: ANN001
+    from risk_tasks.state import keys
+
+    out = []
+    for _, fields in rt.redis.xrange(keys.JOURNAL_STREAM):
+        record = orjson.loads(fields[b"d"])
+        if record["t"] == "liquidation":
+            out.append(("liquidation", record["status"]))
+        elif record["t"] == "liquidation_step":
+            out.append(("step", record["step"], record["symbol"] or record["action"]))
+    return out
+
+
+def test_the_start_is_recorded_by_the_first_write_even_when_a_close_is_refused(world, rt):
+    # given a run whose first close is refused (the mark moves under it), then succeeds
+    rt.redis.delete("risk:journal")
+    gateway = MovingGateway(rt.store, lambda: world.prices({"BTC": 44000}))
+    result, _ = liquidate(rt, gateway)
+    assert result["status"] == "completed" and gateway.calls == 3
+    # then the journal (what PostgreSQL gets) has the start and the cancellation once,
+    # before the steps, in order, and the episode was kept alive on the way
+    assert journal(rt) == [("liquidation", "started"), ("step", 0, "cancel_orders"),
+                           ("step", 1, "BTC"), ("step", 2, "ETH"),
+                           ("liquidation", "completed")]
+    assert progress(rt)["orders_canceled"] == 0
+
+
+def test_a_run_that_dies_before_its_first_close_left_nothing_and_the_next_starts_afresh(
+        world, rt):
+    # given a run that took the account and started, and died before any close
+    rt.redis.delete("risk:journal")
+    episodes.begin(rt.redis, "S1", "ep-s1")
+    dead = actions.Liquidation(rt, PaperGateway(rt.store), "S1", "test", "ep-s1", print)
+    _, snap = dead.take()
+    data = dead.begin(snap)
+    assert data["status"] == "running"
+    rt.redis.delete(dead.lease.key)  # its lease expires
+    # then it wrote nothing: no progress, no record, no fill
+    assert rt.redis.get(actions.liquidation_key("ep-s1")) is None
+    assert journal(rt) == []
+    # and the next run of the episode does all of it, once, as a first attempt
+    result = actions.Liquidation(rt, PaperGateway(rt.store), "S1", "test", "ep-s1",
+                                 print).run()
+    assert result["status"] == "completed" and result["attempts"] == 1
+    assert journal(rt) == [("liquidation", "started"), ("step", 0, "cancel_orders"),
+                           ("step", 1, "BTC"), ("step", 2, "ETH"),
+                           ("liquidation", "completed")]
+
+
+def test_a_close_after_redis_lost_its_scripts_loads_them_and_closes_once(world, rt):
+    # given Redis without the scripts (as after a restart)
+    rt.redis.script_flush()
+    # when a liquidation runs (its first close goes with the keep-alive in a pipeline)
+    result, _ = liquidate(rt, PaperGateway(rt.store))
+    # then it completes, each position closed once
+    assert result["status"] == "completed" and result["positions_closed"] == ["BTC", "ETH"]
+    account, _ = rt.store.read_account("S1")
+    assert account.positions == {} and account.balance == Decimal(1000 - 5000)

@@ -112,7 +112,13 @@ return n
 def extend_many(client: redis.Redis, alerts: Sequence[dict[str, Any]],
                 window_seconds: float) -> None:
     """Stretch the windows these alerts hold (their own claims only) to ``window_seconds``."""
-    _each(client, _EXTEND, [(dedup_key(a), a["alert_id"]) for a in alerts], window_seconds)
+    extend_keys(client, [(dedup_key(a), a["alert_id"]) for a in alerts], window_seconds)
+
+
+def extend_keys(client: redis.Redis, claims: Sequence[tuple[str, str]],
+                window_seconds: float) -> None:
+    """``extend_many`` given (dedup key, alert id) pairs."""
+    _each(client, _EXTEND, claims, window_seconds)
 
 
 def _each(client: redis.Redis, source: str, claims: Sequence[tuple[str, str]],

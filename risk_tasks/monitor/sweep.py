@@ -309,9 +309,18 @@ class ShardEvaluator:
 
     def _alerts(self, cache: ShardCache, hits, stops: list[str], trips: list[str],  # noqa: ANN001
                 tick_ts: float, now: float) -> int:
+        """Raise the violations not raised within the de-duplication window, and the
+        tick's emergency stops and breaker trips. A policy breached by more than
+        ``STORM_THRESHOLD`` accounts of the shard at once goes out as one summary; each
+        breach is still claimed (so it stays quiet for the window) and journalled. At a
+        shock that is thousands of breaches in a shard, so only what is sent is built
+        as an alert: a breach is a claim (its de-duplication key and an id) until then."""
         window = self.settings.alert_dedup_seconds
         claimed = self._claimed
-        unknown = []
+        # Alert ids: a random prefix per call and a counter, as unique as uuid4 hex
+        # (thousands per shard-tick at a shock; uuid4 each was a tenth of the phase).
+        prefix = uuid.uuid4().hex[:16]
+        unknown = []  # (hit, slot, account id, dedup key, alert id)
         for hit in hits:
             name = hit.policy.name
             for slot in np.flatnonzero(hit.violated):
@@ -320,7 +329,9 @@ class ShardEvaluator:
                 # before building anything (thousands per shard in a broad move).
                 if claimed.get((name, account_id), 0.0) >= now:
                     continue
-                unknown.append((hit, slot, account_id, uuid.uuid4().hex))
+                unknown.append((hit, slot, account_id,
+                                alerting.dedup_key_of("policy_violation", name, account_id),
+                                f"{prefix}{len(unknown):016x}"))
         extra = [alerting.make_alert("emergency", "emergency_stop",
                                      f"{a}: emergency stop by the monitor", account_id=a, at=now)
                  for a in stops]
@@ -331,30 +342,30 @@ class ShardEvaluator:
         # the send fails, the hold lapses and a later tick raises the alert again. Only
         # the alerts won are built.
         hold = min(window, CLAIM_HOLD_SECONDS)
+        extra_claims = [(alerting.dedup_key(a), a["alert_id"]) for a in extra]
         claims = alerting.claim_keys(
-            self.redis,
-            [(alerting.dedup_key_of("policy_violation", hit.policy.name, account_id), alert_id)
-             for hit, _, account_id, alert_id in unknown]
-            + [(alerting.dedup_key(a), a["alert_id"]) for a in extra], hold)
+            self.redis, [(key, alert_id) for _, _, _, key, alert_id in unknown] + extra_claims,
+            hold)
         fresh = []
-        for (hit, slot, account_id, alert_id), (ok, left) in zip(unknown, claims):
+        for item, (ok, left) in zip(unknown, claims):
             # Known taken (by us or by another process) until its window ends: no round
             # trip for it until then.
-            claimed[(hit.policy.name, account_id)] = now + left
+            claimed[(item[0].policy.name, item[2])] = now + left
             if ok:
-                fresh.append((hit, slot, _violation_alert(hit, slot, account_id, alert_id,
-                                                          tick_ts, now)))
-        won_extra = [a for a, (ok, _) in zip(extra, claims[len(unknown):]) if ok]
-        outgoing = list(won_extra)
+                fresh.append(item)
+        won_extra = [(a, claim) for a, claim, (ok, _) in
+                     zip(extra, extra_claims, claims[len(unknown):]) if ok]
+        outgoing = [a for a, _ in won_extra]
         by_policy: dict[str, list] = {}
         for item in fresh:
             by_policy.setdefault(item[0].policy.name, []).append(item)
         for name, items in by_policy.items():
             if len(items) <= STORM_THRESHOLD:
-                outgoing += [alert for _, _, alert in items]
+                outgoing += [_violation_alert(hit, slot, account_id, alert_id, tick_ts, now)
+                             for hit, slot, account_id, _, alert_id in items]
                 continue
             policy = items[0][0].policy
-            accounts = [alert["account_id"] for _, _, alert in items]
+            accounts = [account_id for _, _, account_id, _, _ in items]
             outgoing.append(alerting.make_alert(
                 LEVEL_OF[policy.type], "policy_violation_storm",
                 f"{len(items)} accounts of shard {cache.shard} breached {name}",
@@ -363,17 +374,18 @@ class ShardEvaluator:
         if fresh:
             self.rt.store.journal({
                 "t": "violations", "source": "monitor", "tick_ts": tick_ts, "at": now,
-                "items": [{"account_id": alert["account_id"], "policy": hit.policy.name,
+                "items": [{"account_id": account_id, "policy": hit.policy.name,
                            "policy_type": hit.policy.type.value, "metric": hit.policy.metric,
                            "value": _num(hit.values[slot]), "operator": hit.policy.operator,
                            "threshold": str(hit.policy.threshold)}
-                          for hit, slot, alert in fresh]})
+                          for hit, slot, account_id, _, _ in fresh]})
         send_many("risk.send_alert", [([alert], alerting.alert_repr(alert)) for alert in outgoing])
-        held = [alert for _, _, alert in fresh] + won_extra
+        held = [(key, alert_id) for _, _, _, key, alert_id in fresh] \
+            + [claim for _, claim in won_extra]
         if held and window > hold:
-            alerting.extend_many(self.redis, held, window)
-            for _, _, alert in fresh:
-                claimed[(alert["policy"], alert["account_id"])] = now + window
+            alerting.extend_keys(self.redis, held, window)
+            for hit, _, account_id, _, _ in fresh:
+                claimed[(hit.policy.name, account_id)] = now + window
         if len(claimed) > 500_000:
             self._claimed = {k: v for k, v in claimed.items() if v > now}
         return len(outgoing)

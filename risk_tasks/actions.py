@@ -634,10 +634,9 @@ class Liquidation(AccountAction):
             # Prices moved back, or an unwind closed the positions first: nothing to do.
             data.update(status=SKIPPED, completed_at=now, equity_after=str(metrics.equity))
             self.save(data, [self.record(data, SKIPPED, equity_after=str(metrics.equity),
-                                                  completed_at=now,
-                                                  error="not liquidatable when the "
-                                                        "liquidation ran")],
-                               self.end_in)
+                                         completed_at=now,
+                                         error="not liquidatable when the liquidation ran")],
+                      self.end_in)
             LIQUIDATIONS.labels(SKIPPED).inc()
             log_event(log, "liquidation skipped: account not liquidatable",
                       account_id=self.account_id, episode_id=self.episode_id,

@@ -9,7 +9,8 @@ than ``EPISODE_TTL`` seconds.
 
 A message can still be lost after it was published: kombu's Redis transport takes a
 message off the queue before it records it as unacknowledged, and a worker killed in
-between loses it. So an episode whose task has left no progress after
+between loses it (for a batching worker, only the first message of a fetch: the rest
+are taken and recorded in one step, ``risk_tasks.kombu_patches``). So an episode whose task has left no progress after
 ``RISK_LIQUIDATION_RESEND_SECONDS`` is sent again by the next tick that sees the breach,
 at most once per that period (``resend_key``); the task is idempotent per episode, so a
 re-send of a message that was only slow changes nothing.

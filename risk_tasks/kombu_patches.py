@@ -21,10 +21,11 @@ kombu's ``QoS.append`` would (same index, same hash entry, the time of the fetch
 there is no moment when such a message is neither on the queue nor recorded: a worker
 killed at any point leaves each one to kombu's restore after the visibility timeout,
 like any message it had received. They are then delivered one by one as kombu delivers
-a message; ``QoS.append`` skips only the write the script made. A message the script
-cannot read (not kombu's JSON) is taken, left unrecorded, and recorded by ``append`` as
-usual; one that is not JSON at all is dropped with an error logged, as kombu's own
-fetch drops it with an exception.
+a message; ``QoS.append`` skips only the write the script made. If a delivery is
+interrupted (a warm shutdown, a failing consumer), those not yet handed over go back to
+the queue at once. A message the script cannot read (not kombu's JSON) is taken, left
+unrecorded, and recorded by ``append`` as usual; one that is not JSON at all is dropped
+with an error logged, as kombu's own fetch drops it with an exception.
 
 **A batch's acknowledgements in one round trip** (``ack_all``): ack emulation removes
 each message from the unacknowledged index and hash; a batch does it for all of its
@@ -151,15 +152,37 @@ def _take_more(channel, raw_dest: bytes, dest: str) -> None:  # noqa: ANN001
         reply = script(keys=[raw_dest, qos.unacked_index_key, qos.unacked_key],
                        args=[room, time()])
     recorded = qos.__dict__.setdefault(_RECORDED, set())
+    payloads = []
     for i in range(0, len(reply), 2):
         try:
             payload = loads(bytes_to_str(reply[i]))
         except ValueError:  # kombu's BRPOP path loses such a message with an exception
             log.error("dropped an unreadable message from queue %s: %.200r", dest, reply[i])
             continue
-        if reply[i + 1]:
-            recorded.add(payload["properties"]["delivery_tag"])
-        channel.connection._deliver(payload, dest)
+        tag = payload["properties"]["delivery_tag"] if reply[i + 1] else None
+        if tag is not None:
+            recorded.add(tag)
+        payloads.append((payload, tag))
+    for n, (payload, _) in enumerate(payloads):
+        try:
+            channel.connection._deliver(payload, dest)
+        except BaseException:
+            # Interrupted (a warm shutdown's exception, a failing consumer): what was
+            # taken and not yet delivered goes back to the queue now, rather than after
+            # the visibility timeout.
+            _give_back(qos, [tag for _, tag in payloads[n + 1:] if tag is not None])
+            raise
+
+
+def _give_back(qos, tags: list[str]) -> None:  # noqa: ANN001
+    recorded = qos.__dict__.get(_RECORDED, set())
+    for tag in tags:
+        recorded.discard(tag)
+        try:
+            qos.restore_by_tag(tag, leftmost=True)
+        except Exception:  # noqa: BLE001 - it stays recorded: restored after the timeout
+            log.exception("could not give back message %s; it is restored after the "
+                          "visibility timeout", tag)
 
 
 def _append(self, message, delivery_tag):  # noqa: ANN001, ANN202 - kombu's signature

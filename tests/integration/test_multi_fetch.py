@@ -129,3 +129,33 @@ def test_an_unreadable_message_among_the_taken_ones_is_dropped_and_the_rest_deli
         assert client.llen(BATCHED.name) == 0
         assert client.hlen(channel.qos.unacked_key) == 3
         kombu_patches.ack_all(received)
+
+
+def test_a_delivery_interrupted_half_way_gives_the_rest_back_at_once(url):
+    # given eight messages and a consumer that fails on the third it is handed
+    publish(url, BATCHED, 8)
+    client = redis.Redis.from_url(url)
+    handed: list = []
+
+    def on_message(body, message):  # noqa: ANN001, ANN202
+        handed.append(message)
+        if len(handed) == 3:
+            raise RuntimeError("consumer failed")
+
+    with connect(url) as conn:
+        channel = conn.channel()
+        consumer = Consumer(channel, queues=[BATCHED], accept=["json"], callbacks=[on_message])
+        consumer.qos(prefetch_count=8)
+        consumer.consume()
+        # when one fetch takes all eight and the third delivery fails
+        with pytest.raises(RuntimeError):
+            conn.drain_events(timeout=5)
+        # then the three handed over are recorded as unacknowledged, and the five never
+        # handed over are back on the queue at once (not after the visibility timeout)
+        assert len(handed) == 3
+        assert client.hlen(channel.qos.unacked_key) == 3
+        assert client.llen(BATCHED.name) == 5
+        waiting = sorted(json.loads(base64.b64decode(json.loads(raw)["body"]))["n"]
+                         for raw in client.lrange(BATCHED.name, 0, -1))
+        assert waiting == [3, 4, 5, 6, 7]
+        kombu_patches.ack_all(handed)

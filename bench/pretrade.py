@@ -74,21 +74,18 @@ def client_main(mode: str, params: dict, out: mp.Queue) -> None:
             return next(gen)
 
     check = client.check_order
-    if mode == "noop":  # the engine's no-op, risk.ping, on the same worker
-        def check(order: dict) -> dict:
-            try:
-                app.send_task("risk.ping", argsrepr="", kwargsrepr="").get(timeout=2,
-                                                                           interval=0.001)
-            except Exception:  # noqa: BLE001 - counted as the checks' time-outs are
-                return {"client_side": True}
-            return order
-    elif mode == "plain":  # plain Celery's no-op on its own worker (bench/plain_celery.py)
-        from bench import plain_celery
+    if mode in ("noop", "plain"):
+        if mode == "noop":  # the engine's no-op, risk.ping, on the same worker
+            def round_trip() -> None:
+                app.send_task("risk.ping", argsrepr="", kwargsrepr="").get(
+                    timeout=2, interval=0.001)
+        else:  # plain Celery's no-op on its own worker (bench/plain_celery.py)
+            from bench.plain_celery import call as round_trip
 
         def check(order: dict) -> dict:
             try:
-                plain_celery.call()
-            except Exception:  # noqa: BLE001
+                round_trip()
+            except Exception:  # noqa: BLE001 - counted as the checks' time-outs are
                 return {"client_side": True}
             return order
 

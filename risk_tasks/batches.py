@@ -158,7 +158,7 @@ def acknowledge(settled: list[tuple[Call, Outcome]], connection_errors: tuple) -
     except connection_errors:
         log.exception("could not acknowledge a batch of %d; its messages will be "
                       "delivered again", len(settled))
-    except Exception:  # noqa: BLE001 - e.g. a message acknowledged already: one by one
+    except Exception:  # noqa: BLE001 - anything else: fall back to Celery's own ack
         log.exception("batch acknowledgement failed; acknowledging one by one")
         for call, _ in settled:
             if not call.message.acknowledged:

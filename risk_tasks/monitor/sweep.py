@@ -348,9 +348,10 @@ class ShardEvaluator:
             hold)
         fresh = []
         for item, (ok, left) in zip(unknown, claims):
+            hit, _, account_id, _, _ = item
             # Known taken (by us or by another process) until its window ends: no round
             # trip for it until then.
-            claimed[(item[0].policy.name, item[2])] = now + left
+            claimed[(hit.policy.name, account_id)] = now + left
             if ok:
                 fresh.append(item)
         won_extra = [(a, claim) for a, claim, (ok, _) in

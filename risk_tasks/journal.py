@@ -107,9 +107,18 @@ def upsert(session: Session, model: type, rows: Sequence[dict], key: Sequence[st
 HANDLER_MODULES = ("risk_tasks.action_records",)
 
 
+# Seconds a drain's per-stream lock lives without being extended (each batch extends it).
+# The lock only spares other drainers a wasted turn: the cursor row is read FOR UPDATE,
+# so two drainers never write a record twice. It is short because a drainer that dies
+# holding it (its worker killed, or Redis restarting under it, which keeps the key
+# through the AOF) stops every drain until it expires: with 120 s it held the audit
+# trail back for two minutes after a Redis restart.
+LOCK_TTL = 10
+
+
 class Drainer:
     def __init__(self, client: redis.Redis, session_factory: sessionmaker[Session],
-                 batch: int = 2000) -> None:
+                 batch: int = 2000, lock_ttl: float = LOCK_TTL) -> None:
         import importlib
 
         for module in HANDLER_MODULES:
@@ -117,6 +126,7 @@ class Drainer:
         self.redis = client
         self.sessions = session_factory
         self.batch = batch
+        self.lock_ttl = lock_ttl
 
     def backlog(self) -> dict[str, int]:
         """Records waiting per stream (what ``risk_audit_backlog`` reports)."""
@@ -133,7 +143,8 @@ class Drainer:
         deadline = time.monotonic() + budget_seconds
         written = {}
         for stream in streams:
-            lock = self.redis.lock(f"risk:drain-lock:{stream}", timeout=120, blocking=False)
+            lock = self.redis.lock(f"risk:drain-lock:{stream}", timeout=self.lock_ttl,
+                                   blocking=False)
             if not lock.acquire():
                 written[stream] = 0
                 continue
@@ -144,7 +155,7 @@ class Drainer:
                     total += n
                     if n < self.batch or time.monotonic() > deadline:
                         break
-                    lock.extend(120, replace_ttl=True)
+                    lock.extend(self.lock_ttl, replace_ttl=True)
                 written[stream] = total
             finally:
                 try:

@@ -190,3 +190,24 @@ def test_decisions_made_while_the_database_is_down_are_drained_when_it_returns(
         sorted(r["order_id"] or "" for r in results)
     assert len({r.journal_id for r in rows}) == len(rows) == len(results)
     assert market.rt.drainer.backlog()[keys.AUDIT_STREAM] == 0
+
+
+def test_a_drain_lock_left_by_a_dead_drainer_holds_the_audit_trail_back_only_briefly(market):
+    import time
+
+    from risk_tasks.journal import Drainer
+
+    # given: decisions waiting, and the audit stream's drain lock held by a drainer that
+    # died (its worker killed, or Redis restarted under it: the key outlives it)
+    results = [market.check(market.order(quantity=1)) for _ in range(3)]
+    rt = market.rt
+    drainer = Drainer(rt.redis, rt.sessions, lock_ttl=1)
+    dead = rt.redis.lock(f"risk:drain-lock:{keys.AUDIT_STREAM}", timeout=drainer.lock_ttl)
+    assert dead.acquire(blocking=False)
+    # then: drains skip the stream while the lock lives
+    assert drainer.drain(streams=[keys.AUDIT_STREAM])[keys.AUDIT_STREAM] == 0
+    # and once its short lifetime is over, the next drain writes every decision
+    time.sleep(1.2)
+    assert drainer.drain(streams=[keys.AUDIT_STREAM])[keys.AUDIT_STREAM] >= len(results)
+    written = {r.order_id for r in market.order_check_rows()}
+    assert {r["order_id"] for r in results} <= written

@@ -95,14 +95,32 @@ def run_prometheus(tmp_path: Path, target: str) -> tuple[subprocess.Popen, str]:
         ["prometheus", f"--config.file={path}", f"--storage.tsdb.path={tmp_path / 'data'}",
          f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"],
         stdout=log, stderr=log, start_new_session=True)
-    return process, f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: ready(base), timeout=60, interval=0.2, message="Prometheus ready")
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+        raise
+    return process, base
+
+
+def ready(base: str) -> bool:
+    """Prometheus answers 503 "Service Unavailable" until its storage is open."""
+    try:
+        return requests.get(f"{base}/-/ready", timeout=5).status_code == 200
+    except requests.ConnectionError:
+        return False
 
 
 def query(base: str, expr: str) -> list[dict]:
     try:
-        body = requests.get(f"{base}/api/v1/query", params={"query": expr}, timeout=5).json()
+        response = requests.get(f"{base}/api/v1/query", params={"query": expr}, timeout=5)
     except requests.ConnectionError:
         return []
+    if response.status_code != 200:
+        return []
+    body = response.json()
     return body.get("data", {}).get("result", []) if body.get("status") == "success" else []
 
 

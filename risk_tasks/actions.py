@@ -71,11 +71,13 @@ from risk_tasks.engine.positions import apply_fill
 from risk_tasks.engine.validation import InvalidInput, identifier
 from risk_tasks.failures import BadInput, LeaseBusy, NoPrice, PermanentError
 from risk_tasks.gateways.base import Execution, ExecutionGateway
+from risk_tasks.gateways.paper import FinalClose
 from risk_tasks.leases import AccountLease, LeaseLost
 from risk_tasks.logs import log_event
 from risk_tasks.metrics import LIQUIDATIONS
 from risk_tasks.state import keys
-from risk_tasks.state.codec import decode_account, decode_mark, decode_position, pairs
+from risk_tasks.state.codec import (decode_account, decode_mark, decode_position,
+                                    encode_position, pairs)
 
 log = logging.getLogger(__name__)
 
@@ -236,9 +238,32 @@ class Snapshot:
     marks: dict[str, Decimal]
     specs: dict[str, SymbolSpec]  # a held symbol without a spec counts at 100 % margin
     configured: frozenset[str]  # the symbols that have a spec
+    raw_config: bytes | None = None  # the config version as read
 
     def missing_marks(self) -> list[str]:
         return [s for s in self.account.positions if s not in self.marks]
+
+    def after_fill(self, symbol: str, quantity: Decimal, price: Decimal) -> "Snapshot":
+        """The account as a fill of signed ``quantity`` at ``price`` in ``symbol`` leaves
+        it, the marks unchanged: what a read just after the fill would return (the fill's
+        arithmetic is ``StateStore.fill_change``'s)."""
+        position, realized = apply_fill(self.account.positions.get(symbol), symbol,
+                                        quantity, price)
+        balance = Decimal(self.fields[b"balance"].decode()) + realized
+        fields = self.fields | {b"balance": str(balance).encode()}
+        raw_positions = dict(self.raw_positions)
+        raw_marks = dict(self.raw_marks)
+        marks = dict(self.marks)
+        if position.quantity:
+            raw_positions[symbol] = encode_position(position).encode()
+        else:
+            raw_positions.pop(symbol, None)
+            raw_marks.pop(symbol, None)
+            marks.pop(symbol, None)
+        positions = {s: decode_position(s, raw) for s, raw in raw_positions.items()}
+        return Snapshot(fields, raw_positions, raw_marks,
+                        decode_account(self.account.account_id, fields, positions), marks,
+                        self.specs, self.configured, self.raw_config)
 
 
 # -- SHARED STEPS --
@@ -273,6 +298,7 @@ class AccountAction:
         self.deferred: tuple[list[dict], Callable[[Any], None] | None] | None = None
         self.moves = 0
         self.latest: Snapshot | None = None  # see after_close
+        self.done = False  # the last close ended the action (see last_close)
 
     def now(self) -> float:
         return self.rt.clock.time()
@@ -287,6 +313,18 @@ class AccountAction:
 
     def on_step(self, data: dict, step: dict) -> None:
         """Update the progress for a finished step (before it is saved)."""
+
+    def last_close(self, data: dict, after: Snapshot
+                   ) -> tuple[list[dict], FinalClose] | None:
+        """When a local close that leaves the account as ``after`` ends the action, and
+        the action may end inside that close's step: the records of its end (``data``,
+        the progress with the step, updated to the finished action) and the close's
+        ``FinalClose``; else None (a hook: by default an action ends by its own save)."""
+        return None
+
+    def ended(self, data: dict) -> dict:
+        """What follows an end written by the last close (a hook; see ``last_close``)."""
+        raise NotImplementedError
 
     def touch(self) -> None:
         """Keep the lease (and whatever else must stay alive) fresh before a venue call.
@@ -335,7 +373,7 @@ class AccountAction:
                 marks[symbol] = mark.price
         return Snapshot(fields, raw_positions, raw_marks,
                         decode_account(self.account_id, fields, positions), marks, specs,
-                        frozenset(config.specs))
+                        frozenset(config.specs), config_version)
 
     def take(self) -> tuple[dict | None, Snapshot | None]:
         """Take the lease and read everything under it, polling for up to the lease's
@@ -500,11 +538,18 @@ class AccountAction:
         step = self.record_step(new, execution)
         self.keep_alive_if_due()
         records, then = self.with_deferred(self.step_records(new, step), None)
+        signed = quantity if side is Side.BUY else -quantity
+        last = self.last_close(new, snap.after_fill(symbol, signed, mark.price))
+        final = None
+        if last is not None:
+            end_records, final = last
+            records += end_records
+            then = None  # nothing to keep alive: the close ends the action
         sent_at = time.monotonic()
         reply = self.gateway.close_and_record(
             execution, snap.fields, snap.raw_positions.get(symbol), snap.raw_marks[symbol],
             self.source, self.reference, self.lease, self.progress.key, orjson.dumps(new),
-            self.progress.ttl, [orjson.dumps(r) for r in records], then)
+            self.progress.ttl, [orjson.dumps(r) for r in records], then, final)
         outcome = reply[0].decode()
         if outcome == "OK":
             self.deferred = None
@@ -513,7 +558,11 @@ class AccountAction:
             data.clear()
             data.update(new)
             self.log_step(step)
-            self.latest = self.decode_snapshot(*reply[1:5])
+            if final is not None:
+                self.lease.held = False  # released by the close
+                self.done = True
+            else:
+                self.latest = self.decode_snapshot(*reply[1:5])
             return step
         if outcome == "LEASE":
             self.lease.held = False
@@ -613,6 +662,8 @@ class Liquidation(AccountAction):
                     break
                 symbol = plan[0]
                 self.close(data, snap, symbol, abs(account.positions[symbol].quantity))
+                if self.done:
+                    return self.ended(data)
                 snap = self.after_close()
             return self.finish(data, snap)
         finally:
@@ -673,23 +724,48 @@ class Liquidation(AccountAction):
             self.keep_alive_in(self.redis)
 
     def finish(self, data: dict, snap: Snapshot) -> dict:
-        now = self.now()
-        metrics = self.metrics(snap)
-        realized = realized_total(data)
-        data.update(status=COMPLETED, completed_at=now, equity_after=str(metrics.equity),
-                    realized_pnl=str(realized))
-        closed = [s["symbol"] for s in data["steps"]]
+        records = self.complete_episode(data, snap)
         # The alert goes first, under an id of this episode: if this run dies before the
         # completion is saved, the next one sends the same alert, delivered once.
         self.notify(self.completion_alert(data))
-        self.save(data, [self.record(
-            data, COMPLETED, equity_after=data["equity_after"], realized_pnl=str(realized),
-            positions_closed=self.closed_positions(data), completed_at=now)], self.end_in)
+        self.save(data, records, self.end_in)
+        return self.completed(data)
+
+    def complete_episode(self, data: dict, snap: Snapshot) -> list[dict]:
+        """Mark ``data`` completed on the account as ``snap`` shows it; the records."""
+        now = self.now()
+        realized = realized_total(data)
+        data.update(status=COMPLETED, completed_at=now,
+                    equity_after=str(self.metrics(snap).equity), realized_pnl=str(realized))
+        return [self.record(data, COMPLETED, equity_after=data["equity_after"],
+                            realized_pnl=str(realized),
+                            positions_closed=self.closed_positions(data), completed_at=now)]
+
+    def completed(self, data: dict) -> dict:
         LIQUIDATIONS.labels(COMPLETED).inc()
         log_event(log, "liquidation completed", logging.WARNING, account_id=self.account_id,
-                  episode_id=self.episode_id, positions_closed=closed,
-                  realized_pnl=str(realized), attempts=data["attempts"])
+                  episode_id=self.episode_id,
+                  positions_closed=[s["symbol"] for s in data["steps"]],
+                  realized_pnl=data["realized_pnl"], attempts=data["attempts"])
         return self.result(data)
+
+    def last_close(self, data: dict, after: Snapshot
+                   ) -> tuple[list[dict], FinalClose] | None:
+        """The episode completes inside its last close's step when the close leaves the
+        account with nothing more to close, and only for a caller that sends the alert
+        after the completion is written (``alert_again``: a batch); one that sends it
+        first saves the completion by itself (``finish``)."""
+        account = after.account
+        if not self.alert_again or plan_liquidation(account.balance, account.positions,
+                                                    after.marks, after.specs):
+            return None
+        return self.complete_episode(data, after), FinalClose(
+            after.raw_marks, after.raw_config, episodes.key(self.account_id),
+            self.episode_id)
+
+    def ended(self, data: dict) -> dict:
+        self.notify(self.completion_alert(data))
+        return self.completed(data)
 
     def completion_alert(self, data: dict) -> dict:
         """The critical alert of a completed episode, from its progress alone (so a

@@ -15,6 +15,7 @@ records, all or nothing. A crash leaves either the whole step or no trace of it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable
 
@@ -39,25 +40,47 @@ def execution_key(request_id: str) -> str:
 _CLOSE_AND_RECORD = "local function account_commit(KEYS, ARGV)\n" + _script(
     "account_commit.lua") + """end
 -- KEYS: 1-10 those of account_commit.lua, 11 lease, 12 execution, 13 progress, 14 prices,
---       15 config version
+--       15 config version, 16 the key a final close deletes (an episode guard)
 -- ARGV: 1 lease token, 2 lease ttl (ms), 3 symbol, 4 its mark as the caller read it,
 --       5 execution JSON, 6 execution ttl (s), 7 progress JSON, 8 progress ttl (s),
---       9 n journal records, then the records, then the ARGV of account_commit.lua
--- Returns {'LEASE'}, {'MARK'}, {'EXECUTED'} (this request id has an execution already),
--- account_commit.lua's {'RETRY'} or {'DUP'}, or, when done, {'OK', account hash,
--- positions hash, marks of the held symbols, config version}; only 'OK' writes anything.
+--       9 n journal records, 10 m marks to check besides ARGV 3-4 (a final close: every
+--       held symbol's), 11 '' or, for a final close, the value KEYS[16] must hold to be
+--       deleted, 12 the config version as the caller read it ('' none; checked only by a
+--       final close), then the n records, then m (symbol, mark) pairs, then the ARGV of
+--       account_commit.lua
+-- Returns {'LEASE'}, {'MARK'} (a mark, or for a final close the config, moved),
+-- {'EXECUTED'} (this request id has an execution already), account_commit.lua's
+-- {'RETRY'} or {'DUP'}, or, when done, {'OK', account hash, positions hash, marks of
+-- the held symbols, config version}; a final close ends the action instead (releases
+-- the lease, deletes KEYS[16] if it still holds ARGV[11]) and returns {'OK'}. Only 'OK'
+-- writes anything.
 if redis.call('GET', KEYS[11]) ~= ARGV[1] then return {'LEASE'} end
 if redis.call('HGET', KEYS[14], ARGV[3]) ~= ARGV[4] then return {'MARK'} end
+local n, m, final = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11]
+local at = 13 + n
+if m > 0 then
+  local symbols = {}
+  for j = 0, m - 1 do symbols[j + 1] = ARGV[at + 2 * j] end
+  local now = redis.call('HMGET', KEYS[14], unpack(symbols))
+  for j = 0, m - 1 do
+    if now[j + 1] ~= ARGV[at + 2 * j + 1] then return {'MARK'} end
+  end
+end
+if final ~= '' and (redis.call('GET', KEYS[15]) or '') ~= ARGV[12] then return {'MARK'} end
 if redis.call('EXISTS', KEYS[12]) == 1 then return {'EXECUTED'} end
-local n = tonumber(ARGV[9])
 local ck, ca = {}, {}
 for j = 1, 10 do ck[j] = KEYS[j] end
-for j = 10 + n, #ARGV do ca[#ca + 1] = ARGV[j] end
+for j = at + 2 * m, #ARGV do ca[#ca + 1] = ARGV[j] end
 local r = account_commit(ck, ca)
 if r[1] ~= 'OK' then return r end
 redis.call('SET', KEYS[12], ARGV[5], 'EX', ARGV[6])
 redis.call('SET', KEYS[13], ARGV[7], 'EX', ARGV[8])
-for j = 10, 9 + n do redis.call('XADD', KEYS[5], '*', 'd', ARGV[j]) end
+for j = 13, 12 + n do redis.call('XADD', KEYS[5], '*', 'd', ARGV[j]) end
+if final ~= '' then
+  redis.call('DEL', KEYS[11])
+  if redis.call('GET', KEYS[16]) == final then redis.call('DEL', KEYS[16]) end
+  return {r[1]}
+end
 redis.call('PEXPIRE', KEYS[11], ARGV[2])
 -- the account as it is now, as the caller's next read would see it
 local positions = redis.call('HGETALL', KEYS[2])
@@ -67,6 +90,20 @@ local marks = {}
 if #symbols > 0 then marks = redis.call('HMGET', KEYS[14], unpack(symbols)) end
 return {r[1], redis.call('HGETALL', KEYS[1]), positions, marks, redis.call('GET', KEYS[15])}
 """
+
+
+@dataclass(frozen=True, slots=True)
+class FinalClose:
+    """What makes a close the action's last: it is done only if none of ``marks`` (every
+    held symbol's, as the caller read them) nor the config version (``config``, raw;
+    None when there was none) moved, so the caller's plan, made on the account as the
+    fill leaves it, still holds. It then releases the lease and deletes ``end_key`` if
+    it still holds ``end_value`` (the liquidation's episode guard)."""
+
+    marks: dict[str, bytes]
+    config: bytes | None
+    end_key: str
+    end_value: str
 
 
 class PaperGateway(ExecutionGateway):
@@ -80,8 +117,8 @@ class PaperGateway(ExecutionGateway):
     def close_and_record(self, execution: Execution, fields: dict, raw_position: bytes | None,
                          raw_mark: bytes, source: str, reference: str, lease,  # noqa: ANN001
                          progress_key: str, progress: bytes, progress_ttl: int,
-                         records: list[bytes], then: Callable[[Any], None] | None = None
-                         ) -> list:
+                         records: list[bytes], then: Callable[[Any], None] | None = None,
+                         final: FinalClose | None = None) -> list:
         """Execute ``execution`` (a close at the mark ``raw_mark`` the caller read), apply
         it to the account as the caller read it (``fields``, ``raw_position``) and save
         the caller's progress and records, in one script, under the caller's lease.
@@ -90,7 +127,9 @@ class PaperGateway(ExecutionGateway):
         nothing done either, ``[b"MARK"]``/``[b"RETRY"]`` (the mark or the account moved:
         read again) or ``[b"EXECUTED"]``/``[b"DUP"]`` (done before: take the step by
         step path). ``then(pipeline)`` queues commands sent in the same round trip, after
-        the script (they run whatever it returns)."""
+        the script (they run whatever it returns). With ``final`` the close also ends the
+        action (see ``FinalClose``) and a done close returns only ``[b"OK"]``; a moved
+        mark or config is ``[b"MARK"]``."""
         from risk_tasks.engine.model import Fill
 
         fill = Fill(execution.request_id, execution.account_id, execution.symbol,
@@ -98,10 +137,14 @@ class PaperGateway(ExecutionGateway):
         commit_keys, commit_args = self.store.fill_change(fill, fields, raw_position, source,
                                                           reference)[:2]
         script_keys = [*commit_keys, lease.key, execution_key(execution.request_id),
-                       progress_key, keys.PRICES, keys.CONFIG_VERSION]
+                       progress_key, keys.PRICES, keys.CONFIG_VERSION,
+                       lease.key if final is None else final.end_key]
+        checks = [] if final is None else [x for pair in final.marks.items() for x in pair]
         args = [lease.token, lease.ttl_ms, execution.symbol, raw_mark,
                 orjson.dumps(execution.to_dict()), EXECUTION_TTL, progress, progress_ttl,
-                len(records), *records, *commit_args]
+                len(records), len(checks) // 2, "" if final is None else final.end_value,
+                b"" if final is None or final.config is None else final.config,
+                *records, *checks, *commit_args]
         if then is None:
             return self._close_and_record(keys=script_keys, args=args)
         pipe = self.store.redis.pipeline(transaction=False)

@@ -48,10 +48,20 @@ def world(rt, app) -> World:  # noqa: ANN001
     return w
 
 
-def liquidate(rt, gateway, episode: str = "ep-s1") -> tuple[dict, list]:  # noqa: ANN001
+@pytest.fixture(params=[False, True], ids=["alone", "in-batch"])
+def batched(request) -> bool:  # noqa: ANN001
+    """Both ways a liquidation runs: alone (the alert is sent before the completion is
+    saved, by its own save) and in a batch (``alert_again``: the alert is sent after,
+    and the last close writes the completion in its own step)."""
+    return request.param
+
+
+def liquidate(rt, gateway, episode: str = "ep-s1", batched: bool = False  # noqa: ANN001
+              ) -> tuple[dict, list]:
     alerts: list = []
     episodes.begin(rt.redis, "S1", episode)
-    result = actions.Liquidation(rt, gateway, "S1", "test", episode, alerts.append).run()
+    result = actions.Liquidation(rt, gateway, "S1", "test", episode, alerts.append,
+                                 alert_again=batched).run()
     return result, alerts
 
 
@@ -59,9 +69,10 @@ def progress(rt, episode: str = "ep-s1") -> dict:  # noqa: ANN001
     return orjson.loads(rt.redis.get(actions.liquidation_key(episode)))
 
 
-def test_a_mark_moving_under_the_close_is_read_again_and_filled_at_the_new_mark(world, rt):
+def test_a_mark_moving_under_the_close_is_read_again_and_filled_at_the_new_mark(
+        world, rt, batched):
     gateway = MovingGateway(rt.store, lambda: world.prices({"BTC": 44000}))
-    result, alerts = liquidate(rt, gateway)
+    result, alerts = liquidate(rt, gateway, batched=batched)
     assert result["status"] == "completed" and result["positions_closed"] == ["BTC", "ETH"]
     steps = progress(rt)["steps"]
     assert [(s["symbol"], s["price"]) for s in steps] == [("BTC", "44000"), ("ETH", "3000")]
@@ -73,10 +84,10 @@ def test_a_mark_moving_under_the_close_is_read_again_and_filled_at_the_new_mark(
     assert not rt.redis.exists(episodes.key("S1"))
 
 
-def test_an_account_changed_under_the_close_is_planned_again(world, rt):
+def test_an_account_changed_under_the_close_is_planned_again(world, rt, batched):
     # another fill closes half the ETH between the read and the close
     gateway = MovingGateway(rt.store, lambda: world.fill("S1", "ETH", "SELL", 1, 3000))
-    result, _ = liquidate(rt, gateway)
+    result, _ = liquidate(rt, gateway, batched=batched)
     assert result["status"] == "completed"
     steps = progress(rt)["steps"]
     assert [(s["symbol"], s["quantity"]) for s in steps] == [("BTC", "1"), ("ETH", "1")]
@@ -85,13 +96,14 @@ def test_an_account_changed_under_the_close_is_planned_again(world, rt):
     assert account.balance == Decimal(1000 - 5000)
 
 
-def test_an_execution_left_by_an_earlier_run_is_applied_once_at_its_price(world, rt):
+def test_an_execution_left_by_an_earlier_run_is_applied_once_at_its_price(
+        world, rt, batched):
     # an earlier run executed BTC (step 1) at 46,000 and stopped before applying it
     rid = actions.request_id("ep-s1", "BTC", "1")
     rt.redis.set(execution_key(rid), orjson.dumps(
         {"request_id": rid, "account_id": "S1", "symbol": "BTC", "side": "SELL",
          "quantity": "1", "price": "46000"}))
-    result, _ = liquidate(rt, PaperGateway(rt.store))
+    result, _ = liquidate(rt, PaperGateway(rt.store), batched=batched)
     assert result["status"] == "completed"
     steps = progress(rt)["steps"]
     assert [(s["symbol"], s["price"]) for s in steps] == [("BTC", "46000"), ("ETH", "3000")]
@@ -120,7 +132,7 @@ def test_a_run_that_lost_its_lease_writes_nothing(world, rt):
     assert rt.redis.get(actions.liquidation_key("ep-s1")) is None
 
 
-def test_one_liquidation_takes_a_handful_of_round_trips(world, rt, monkeypatch):
+def test_one_liquidation_takes_a_handful_of_round_trips(world, rt, monkeypatch, batched):
     import redis.connection
 
     sent = []
@@ -135,13 +147,20 @@ def test_one_liquidation_takes_a_handful_of_round_trips(world, rt, monkeypatch):
     rt.redis.script_load(actions._SNAPSHOT)  # loaded once per server, not per liquidation
     rt.redis.script_load(paper._CLOSE_AND_RECORD)
     monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
-    result, alerts = liquidate(rt, gateway)
+    result, alerts = liquidate(rt, gateway, batched=batched)
     monkeypatch.undo()
-    assert result["positions_closed"] == ["BTC", "ETH"]
+    assert result["positions_closed"] == ["BTC", "ETH"] and len(alerts) == 1
     # begin (episode guard, this test's), take + read, 2 closes (each returning the
     # account as it left it; the first also records the start and the cancellation and
-    # keeps the episode alive), completion with episode end + release
-    assert len(sent) == 5, len(sent)
+    # keeps the episode alive), completion with episode end + release; in a batch the
+    # second close is the last and writes the completion, ends the episode and releases
+    # the lease itself
+    assert len(sent) == (4 if batched else 5), len(sent)
+    assert not rt.redis.exists(episodes.key("S1"))
+    assert not rt.redis.exists(actions.AccountLease(rt.redis, "S1", 1).key)
+    done = progress(rt)
+    assert done["status"] == "completed" and Decimal(done["equity_after"]) == -4000
+    assert Decimal(done["realized_pnl"]) == -5000
 
 
 def journal(rt) -> list[tuple]:  # noqa: ANN001
@@ -157,11 +176,12 @@ def journal(rt) -> list[tuple]:  # noqa: ANN001
     return out
 
 
-def test_the_start_is_recorded_by_the_first_write_even_when_a_close_is_refused(world, rt):
+def test_the_start_is_recorded_by_the_first_write_even_when_a_close_is_refused(
+        world, rt, batched):
     # given a run whose first close is refused (the mark moves under it), then succeeds
     rt.redis.delete("risk:journal")
     gateway = MovingGateway(rt.store, lambda: world.prices({"BTC": 44000}))
-    result, _ = liquidate(rt, gateway)
+    result, _ = liquidate(rt, gateway, batched=batched)
     assert result["status"] == "completed" and gateway.calls == 3
     # then the journal (what PostgreSQL gets) has the start and the cancellation once,
     # before the steps, in order, and the episode was kept alive on the way
@@ -193,12 +213,76 @@ def test_a_run_that_dies_before_its_first_close_left_nothing_and_the_next_starts
                            ("liquidation", "completed")]
 
 
-def test_a_close_after_redis_lost_its_scripts_loads_them_and_closes_once(world, rt):
+def test_a_close_after_redis_lost_its_scripts_loads_them_and_closes_once(world, rt, batched):
     # given Redis without the scripts (as after a restart)
     rt.redis.script_flush()
     # when a liquidation runs (its first close goes with the keep-alive in a pipeline)
-    result, _ = liquidate(rt, PaperGateway(rt.store))
+    result, _ = liquidate(rt, PaperGateway(rt.store), batched=batched)
     # then it completes, each position closed once
     assert result["status"] == "completed" and result["positions_closed"] == ["BTC", "ETH"]
     account, _ = rt.store.read_account("S1")
     assert account.positions == {} and account.balance == Decimal(1000 - 5000)
+
+
+@pytest.fixture()
+def one_to_close(rt, app) -> World:  # noqa: ANN001
+    """An account whose liquidation closes BTC and keeps ETH: equity 10,000 - 8,000 =
+    2,000 under a maintenance of 4,900; after BTC, 2,000 >= 6,000 * 0.10."""
+    w = World(rt, app)
+    for symbol in ("BTC", "ETH"):
+        w.symbol(symbol, imr="0.10", mmr="0.05")
+    w.prices({"BTC": 50000, "ETH": 3000})
+    w.account("S1", 10000)
+    w.fill("S1", "BTC", "BUY", 2, 50000)
+    w.fill("S1", "ETH", "BUY", 2, 3000)
+    w.prices({"BTC": 46000, "ETH": 3000})
+    return w
+
+
+@pytest.mark.parametrize("move", ["the other mark", "the config"])
+def test_a_last_close_is_refused_when_what_its_plan_read_moved(one_to_close, rt, move):
+    # given a batched liquidation whose only close is its last, and, between its read
+    # and that close, ETH's mark (not the one closed) or the symbol config moves
+    if move == "the other mark":
+        moved = lambda: one_to_close.prices({"ETH": 2900})  # noqa: E731
+    else:
+        moved = lambda: one_to_close.symbol("ETH", imr="0.20", mmr="0.05")  # noqa: E731
+    gateway = MovingGateway(rt.store, moved)
+    rt.redis.delete("risk:journal")
+    result, alerts = liquidate(rt, gateway, batched=True)
+    # then the first close wrote nothing and the run read again, and the completion's
+    # figures are those of the account as it is now
+    assert gateway.calls == 2
+    assert result["status"] == "completed" and result["positions_closed"] == ["BTC"]
+    equity = Decimal(1800) if move == "the other mark" else Decimal(2000)
+    assert Decimal(result["equity_after"]) == equity
+    assert progress(rt)["equity_after"] == result["equity_after"]
+    account, _ = rt.store.read_account("S1")
+    assert set(account.positions) == {"ETH"} and account.balance == Decimal(10000 - 8000)
+    assert journal(rt) == [("liquidation", "started"), ("step", 0, "cancel_orders"),
+                           ("step", 1, "BTC"), ("liquidation", "completed")]
+    assert len(alerts) == 1 and not rt.redis.exists(episodes.key("S1"))
+
+
+def test_a_batched_liquidation_completes_as_a_lone_one_does(one_to_close, rt):
+    # given two accounts alike
+    one_to_close.account("S2", 10000)
+    one_to_close.fill("S2", "BTC", "BUY", 2, 50000)
+    one_to_close.fill("S2", "ETH", "BUY", 2, 3000)
+    # when one is liquidated alone and the other in a batch
+    runs = {}
+    for account, batched in (("S1", False), ("S2", True)):
+        episodes.begin(rt.redis, account, f"ep-{account}")
+        result = actions.Liquidation(rt, PaperGateway(rt.store), account, "test",
+                                     f"ep-{account}", print, alert_again=batched).run()
+        runs[account] = (result, progress(rt, f"ep-{account}"))
+    # then both end the same, but for their ids and times
+    def same(result: dict, data: dict) -> tuple:
+        return ({k: v for k, v in result.items() if k not in ("episode_id", "account_id")},
+                {k: v for k, v in data.items()
+                 if k not in ("episode_id", "account_id", "started_at", "completed_at", "steps")},
+                [{k: v for k, v in step.items() if k not in ("at", "request_id")}
+                 for step in data["steps"]])
+    assert same(*runs["S1"]) == same(*runs["S2"])
+    assert runs["S2"][0]["positions_closed"] == ["BTC"]
+    assert Decimal(runs["S2"][0]["equity_after"]) == 2000

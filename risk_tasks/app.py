@@ -9,9 +9,10 @@ from typing import Iterable
 from celery import Celery
 from kombu.utils.uuid import uuid
 
-from risk_tasks import kombu_patches
+from risk_tasks import kombu_patches, serialization
 
 kombu_patches.apply()
+serialization.register()  # kombu's "json", encoded and decoded by orjson
 
 TASK_MODULES = [
     "risk_tasks.tasks.pretrade",

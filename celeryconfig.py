@@ -16,6 +16,9 @@ result_backend = _settings.result_backend
 if result_backend.startswith(("redis://", "rediss://", "unix://")):
     # Celery's Redis backend, minus a read before each pre-trade result (see the module).
     result_backend = f"risk_tasks.result_backend.RiskRedisBackend+{result_backend}"
+elif result_backend.startswith("redis+socket://"):  # the same over Redis's Unix socket
+    result_backend = ("risk_tasks.result_backend.RiskRedisBackend+"
+                      + result_backend.removeprefix("redis+"))
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None  # keep trying: workers reconnect by themselves
 broker_transport_options = {

@@ -29,9 +29,10 @@ def latency_summary(latencies_s: list[float]) -> dict[str, float | None]:
             "samples": len(values)}
 
 
-def start_services(need_database: bool = False) -> list[Any]:
+def start_services(need_database: bool = False, unix_socket: bool = False) -> list[Any]:
     """Throw-away Redis (and PostgreSQL) unless RISK_REDIS_URL / RISK_DATABASE_URL are
-    set; sets the RISK_* variables. Returns what to clean up."""
+    set; sets the RISK_* variables (with ``unix_socket``, every process reaches Redis
+    over its Unix socket instead of TCP). Returns what to clean up."""
     from tests.support.services import PostgresServer, RedisServer
 
     started: list[Any] = []
@@ -41,6 +42,8 @@ def start_services(need_database: bool = False) -> list[Any]:
         base = f"redis://127.0.0.1:{redis_server.port}"
         os.environ.update(RISK_BROKER_URL=f"{base}/0", RISK_RESULT_BACKEND=f"{base}/1",
                           RISK_REDIS_URL=f"{base}/2")
+        if unix_socket:
+            os.environ.update(redis_server.socket_urls())
     if not os.environ.get("RISK_DATABASE_URL"):
         if need_database:
             pg = PostgresServer().start()

@@ -312,6 +312,7 @@ def reaction(args: argparse.Namespace) -> dict:
             "redis_busiest_commands": redis_commands,
             "monitor_workers": args.monitor_workers, "liquidation_workers": args.liq_workers,
             "liquidation_pool": args.liq_pool,
+            "redis_transport": "unix" if args.unix_socket else "tcp",
             "shards": int(os.environ["RISK_SHARDS"]), "load_s": round(world["load_s"], 1),
         }
         result["exact"] = (result["unexpected_accounts"] == result["missing_accounts"]
@@ -455,6 +456,8 @@ def main() -> None:
     parser.add_argument("--soak", type=int, default=0, help="SIGKILL trials instead")
     parser.add_argument("--soak-accounts", type=int, default=40)
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--unix-socket", action="store_true",
+                        help="every process reaches Redis over its Unix socket, not TCP")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     os.environ["RISK_SHARDS"] = str(args.shards)
@@ -468,7 +471,7 @@ def main() -> None:
         os.environ.setdefault("RISK_LEASE_TTL_SECONDS", "3")
         os.environ.setdefault("RISK_GATEWAY_TIMEOUT_SECONDS", "1")
         os.environ.setdefault("RISK_LIQUIDATION_RESEND_SECONDS", "8")
-    started_services = start_services()
+    started_services = start_services(unix_socket=args.unix_socket)
     try:
         if args.soak:
             result = soak(args)

@@ -39,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import ROOT, emit, latency_summary, machine, start_services  # noqa: E402
+from risk_tasks.settings import client_url  # noqa: E402
 
 
 # -- CLIENT PROCESSES (spawned) --
@@ -176,6 +177,13 @@ while True:
 """
 
 
+def spare_db(url: str, db: int) -> str:
+    """``url`` (TCP or Unix-socket form) on database ``db`` instead of its own."""
+    if url.startswith("redis+socket://"):
+        return url.split("?", 1)[0] + f"?virtual_host={db}"
+    return url.rsplit("/", 1)[0] + f"/{db}"
+
+
 def redis_floor(url: str, n: int) -> dict:
     import redis
 
@@ -269,11 +277,13 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load step")
     parser.add_argument("--rates", default="100,200,500", help="offered single-check loads")
     parser.add_argument("--quick", action="store_true", help="3 s steps, fewer samples")
+    parser.add_argument("--unix-socket", action="store_true",
+                        help="every process reaches Redis over its Unix socket, not TCP")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
     if args.quick:
         args.duration = 3.0
-    started = start_services()
+    started = start_services(unix_socket=args.unix_socket)
     os.environ.setdefault("RISK_RATE_LIMIT_PER_SECOND", "1000000")  # measure the path, not the limit
     os.environ.setdefault("RISK_PRICE_STALE_SECONDS", "30")
     worker = None
@@ -298,12 +308,14 @@ def main() -> None:
         base = {"env": env, "ids": ids, "marks": marks, "seed": 1, "duration": args.duration}
         n_seq = 1000 if args.quick else 3000
         result: dict = {"benchmark": "pretrade", "machine": machine(),
-                        "accounts": args.accounts, "symbols": args.symbols}
-        result["floor_redis_request_reply"] = redis_floor(os.environ["RISK_BROKER_URL"], n_seq)
+                        "accounts": args.accounts, "symbols": args.symbols,
+                        "redis_transport": "unix" if args.unix_socket else "tcp"}
+        result["floor_redis_request_reply"] = redis_floor(
+            client_url(os.environ["RISK_BROKER_URL"]), n_seq)
         result["celery_noop_sequential"] = celery_noop(n_seq)
         result["celery_noop_saturation"] = run_clients("noop", 2, dict(base, threads=4))
-        base_url = os.environ["RISK_BROKER_URL"].rsplit("/", 1)[0]
-        os.environ.update(PLAIN_BROKER_URL=f"{base_url}/3", PLAIN_RESULT_BACKEND=f"{base_url}/4")
+        os.environ.update(PLAIN_BROKER_URL=spare_db(os.environ["RISK_BROKER_URL"], 3),
+                          PLAIN_RESULT_BACKEND=spare_db(os.environ["RISK_BROKER_URL"], 4))
         result["plain_celery_noop"] = plain_celery_reference(n_seq, base)
         result["check_order_sequential"] = run_clients("single", 1, dict(base, threads=1))
         steady = {}

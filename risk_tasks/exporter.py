@@ -40,7 +40,7 @@ from celery.signals import (
 )
 
 from risk_tasks.logs import configure_logging, log_event
-from risk_tasks.settings import get_settings
+from risk_tasks.settings import client_url, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +115,10 @@ class Probe:
         settings = get_settings()
         self.command = command
         self.urls = {"redis": settings.redis_url}
-        if settings.broker_url.startswith(("redis://", "rediss://", "unix://")) \
-                and settings.broker_url != settings.redis_url:
-            self.urls["broker"] = settings.broker_url
+        broker = client_url(settings.broker_url)
+        if broker.startswith(("redis://", "rediss://", "unix://")) \
+                and broker != settings.redis_url:
+            self.urls["broker"] = broker
         self.clients = {name: redis.Redis.from_url(url, socket_timeout=PROBE_TIMEOUT_SECONDS,
                                                    socket_connect_timeout=PROBE_TIMEOUT_SECONDS)
                         for name, url in self.urls.items()}

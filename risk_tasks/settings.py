@@ -30,11 +30,14 @@ class Settings:
 
     # -- CONNECTIONS --
     broker_url: str = "redis://127.0.0.1:6379/0"
-    """Celery broker (Redis)."""
+    """Celery broker (Redis). On the same host as Redis, its Unix socket costs less per
+    round trip: ``redis+socket:///run/redis.sock?virtual_host=0`` (kombu's form)."""
     result_backend: str = "redis://127.0.0.1:6379/1"
-    """Celery result backend (Redis); check_order callers read their decision here."""
+    """Celery result backend (Redis); check_order callers read their decision here.
+    Over a Unix socket: ``redis+socket:///run/redis.sock?virtual_host=1``."""
     redis_url: str = "redis://127.0.0.1:6379/2"
-    """Hot state: prices, accounts, positions, trading states, idempotency, journals."""
+    """Hot state: prices, accounts, positions, trading states, idempotency, journals.
+    Over a Unix socket: ``unix:///run/redis.sock?db=2`` (redis-py's form)."""
     database_url: str = "sqlite:///var/risk.db"
     """System of record. PostgreSQL in production and tests
     (``postgresql+psycopg://user@host/db``); a local SQLite file for a first look."""
@@ -245,6 +248,26 @@ def _parse(key: str, raw: str, default: Any) -> Any:
         return raw
     except ValueError:
         raise SettingsError(f"{key}={raw!r} is not a valid {type(default).__name__}") from None
+
+
+def client_url(url: str) -> str:
+    """A Celery/kombu Redis URL as redis-py reads it: the Unix-socket form
+    ``redis+socket:///path?virtual_host=N`` (or ``socket://``) becomes
+    ``unix:///path?db=N``, with its password; any other URL is returned as it is."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit
+
+    for prefix in ("redis+socket://", "socket://"):
+        if url.startswith(prefix):
+            parts = urlsplit("socket://" + url[len(prefix):])
+            query = dict(parse_qsl(parts.query))
+            db = query.pop("virtual_host", None)
+            if db is not None:
+                query["db"] = db.lstrip("/") or "0"
+            auth = ""  # user and password stay percent-encoded, as both forms hold them
+            if parts.password is not None or parts.username:
+                auth = f"{parts.username or ''}:{parts.password or ''}@"
+            return f"unix://{auth}{parts.path}" + (f"?{urlencode(query)}" if query else "")
+    return url
 
 
 @lru_cache(maxsize=1)

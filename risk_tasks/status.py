@@ -8,13 +8,14 @@ from typing import Any
 import redis
 
 from celeryconfig import QUEUES
+from risk_tasks.settings import client_url
 
 # kombu's Redis transport keeps priorities 0-9 in four lists per queue.
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
 
 def queue_depths(broker_url: str) -> dict[str, int]:
-    client = redis.Redis.from_url(broker_url, socket_timeout=3)
+    client = redis.Redis.from_url(client_url(broker_url), socket_timeout=3)
     pipe = client.pipeline(transaction=False)
     for queue in QUEUES:
         for suffix in _PRIORITY_SUFFIXES:

@@ -46,6 +46,18 @@ class RedisServer:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/{db}"
 
+    @property
+    def socket(self) -> Path:
+        """Its Unix socket (it listens on both), for clients on this host."""
+        return self.dir / "redis.sock"
+
+    def socket_urls(self) -> dict[str, str]:
+        """RISK_* URLs of the engine over the Unix socket: broker, backend, hot state."""
+        auth = f":{self.password}@" if self.password else ""
+        return {"RISK_BROKER_URL": f"redis+socket://{auth}{self.socket}?virtual_host=0",
+                "RISK_RESULT_BACKEND": f"redis+socket://{auth}{self.socket}?virtual_host=1",
+                "RISK_REDIS_URL": f"unix://{auth}{self.socket}?db=2"}
+
     def start(self) -> "RedisServer":
         binary = shutil.which("redis-server")
         if binary is None:
@@ -53,7 +65,8 @@ class RedisServer:
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                 "--save", "", "--appendonly", "yes" if self.appendonly else "no",
                 "--appendfsync", "everysec", "--protected-mode", "no", "--daemonize", "no",
-                "--loglevel", "warning", "--logfile", str(self.dir / "redis.log")]
+                "--loglevel", "warning", "--logfile", str(self.dir / "redis.log"),
+                "--unixsocket", str(self.socket), "--unixsocketperm", "700"]
         if self.password:
             args += ["--requirepass", self.password]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -117,7 +117,9 @@ class PrivateBroker:
     def queue_length(self, queue: str) -> int:
         import redis
 
-        client = redis.Redis.from_url(self.broker_url)
+        from risk_tasks.settings import client_url
+
+        client = redis.Redis.from_url(client_url(self.broker_url))
         try:
             return int(client.llen(queue))
         finally:
@@ -126,8 +128,10 @@ class PrivateBroker:
     def flush(self) -> None:
         import redis
 
+        from risk_tasks.settings import client_url
+
         for url in (self.broker_url, self.backend_url):
-            client = redis.Redis.from_url(url)
+            client = redis.Redis.from_url(client_url(url))
             try:
                 client.flushdb()
             finally:

@@ -176,3 +176,18 @@ def test_the_action_batch_defaults_by_gateway_unless_set(env: dict, batch: int) 
 def test_action_batch_settings_out_of_range_are_refused(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+def test_a_unix_socket_url_of_celery_reads_as_redis_pys_own():
+    import redis.connection
+
+    from risk_tasks.settings import client_url
+
+    url = client_url("redis+socket://:p%40ss@/run/redis.sock?virtual_host=3")
+    assert url == "unix://:p%40ss@/run/redis.sock?db=3"
+    parsed = redis.connection.parse_url(url)
+    assert (parsed["path"], parsed["db"], parsed["password"]) == ("/run/redis.sock", 3, "p@ss")
+    assert client_url("socket:///run/redis.sock") == "unix:///run/redis.sock"
+    for same in ("redis://:pw@127.0.0.1:6379/2", "unix:///run/redis.sock?db=2",
+                 "rediss://h:6380/0"):
+        assert client_url(same) == same

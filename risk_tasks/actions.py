@@ -205,11 +205,13 @@ _SNAPSHOT = """
 -- KEYS: 1 lease, 2 progress, 3 account, 4 positions, 5 prices, 6 config version
 -- ARGV: 1 lease token ('' to read without taking the lease), 2 lease ttl (ms)
 -- Returns {taken, progress, account hash, positions hash, marks of the held symbols,
--- config version}, or only {0, progress} when the lease is someone else's.
+-- config version}, or only {0, progress} when the lease is someone else's (a lease
+-- this token holds already is taken again: renewed).
 local taken = 0
 if ARGV[1] ~= '' then
   if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-    return {0, redis.call('GET', KEYS[2])}
+    if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, redis.call('GET', KEYS[2])} end
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
   end
   taken = 1
 end
@@ -344,10 +346,17 @@ class AccountAction:
         round trip; with ``take``, take the lease first in the same step. Returns
         ``(taken, progress, snapshot)``; no snapshot when the lease was busy."""
         sent_at = time.monotonic()
-        reply = self._snapshot(
-            keys=[self.lease.key, self.progress.key, keys.account(self.account_id),
-                  keys.positions(self.account_id), keys.PRICES, keys.CONFIG_VERSION],
-            args=[self.lease.token if take else "", self.lease.ttl_ms])
+        reply = self._snapshot(keys=self.snapshot_keys(),
+                               args=[self.lease.token if take else "", self.lease.ttl_ms])
+        return self.read_snapshot(reply, take, sent_at)
+
+    def snapshot_keys(self) -> list[str]:
+        return [self.lease.key, self.progress.key, keys.account(self.account_id),
+                keys.positions(self.account_id), keys.PRICES, keys.CONFIG_VERSION]
+
+    def read_snapshot(self, reply: list, take: bool, sent_at: float
+                      ) -> tuple[bool, dict | None, Snapshot | None]:
+        """``snapshot``'s result from the script's ``reply`` (sent at ``sent_at``)."""
         progress = None if reply[1] is None else orjson.loads(reply[1])
         if take and not reply[0]:
             return False, progress, None
@@ -375,14 +384,17 @@ class AccountAction:
                         decode_account(self.account_id, fields, positions), marks, specs,
                         frozenset(config.specs), config_version)
 
-    def take(self) -> tuple[dict | None, Snapshot | None]:
+    def take(self, first: tuple[bool, dict | None, Snapshot | None] | None = None
+             ) -> tuple[dict | None, Snapshot | None]:
         """Take the lease and read everything under it, polling for up to the lease's
         wait. A finished action's progress comes back at once, lease or not (and then
-        no snapshot, and the lease is not kept)."""
+        no snapshot, and the lease is not kept). ``first``: the first attempt's result,
+        when it was made already (``take_all``)."""
         deadline = time.monotonic() + self.lease.wait_seconds
         pause = 0.01
         while True:
-            taken, data, snap = self.snapshot(take=True)
+            taken, data, snap = first if first is not None else self.snapshot(take=True)
+            first = None
             if data is not None and data["status"] in FINAL:
                 if taken:
                     self.lease.release()
@@ -609,6 +621,32 @@ class AccountAction:
                   quantity=step["quantity"], price=step["price"], step=step["step"])
 
 
+def take_all(client: redis.Redis, actions: list[AccountAction]
+             ) -> list[tuple[bool, dict | None, Snapshot | None] | None]:
+    """The first attempt of ``take`` of many actions (a batch's) in one round trip: each
+    one's lease taken and its state read by its own script, pipelined. Hand each result
+    to the action's ``take(first=...)``; None where the reply was an error (that action
+    takes again by itself; its token holds the lease if the script ran)."""
+    if not actions:
+        return []
+    sha = actions[0]._snapshot.sha
+    pipe = client.pipeline(transaction=False)
+    sent_at = time.monotonic()
+    for action in actions:
+        action_keys = action.snapshot_keys()
+        pipe.evalsha(sha, len(action_keys), *action_keys, action.lease.token,
+                     action.lease.ttl_ms)
+    replies = pipe.execute(raise_on_error=False)
+    firsts: list[tuple[bool, dict | None, Snapshot | None] | None] = []
+    for action, reply in zip(actions, replies):
+        try:
+            firsts.append(None if isinstance(reply, Exception)
+                          else action.read_snapshot(reply, True, sent_at))
+        except Exception:  # noqa: BLE001 - e.g. an unknown account: its own take says so
+            firsts.append(None)
+    return firsts
+
+
 def realized_total(data: dict) -> Decimal:
     return sum((Decimal(s["realized_pnl"]) for s in data["steps"]), ZERO)
 
@@ -634,8 +672,9 @@ class Liquidation(AccountAction):
         self.alert_again = alert_again
         self.extended_at: float | None = None  # monotonic; when the episode was last kept alive
 
-    def run(self) -> dict:
-        data, snap = self.take()
+    def run(self, first: tuple[bool, dict | None, Snapshot | None] | None = None) -> dict:
+        """The episode, from its ``take`` (``first``: its first attempt, made already)."""
+        data, snap = self.take(first)
         if snap is None:
             if self.alert_again and data["status"] == COMPLETED:
                 self.notify(self.completion_alert(data))

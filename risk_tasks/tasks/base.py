@@ -100,10 +100,15 @@ class ActionTask(RiskTask):
 
     # -- BATCHES (``risk_tasks.batches``) --
 
-    batch_run: Callable[[list, dict, Callable[[dict], None]], Any] | None = None
-    """``(args, kwargs, alert)``: the task's body for a call that came in a batch, which
-    hands its alerts to ``alert`` instead of sending them (they go out after the batch).
-    Set (with ``Strategy="risk_tasks.batches:batched"``) on tasks that batch."""
+    batch_run: Callable[[list, dict, Callable[[dict], None], Any], Any] | None = None
+    """``(args, kwargs, alert, prepared)``: the task's body for a call that came in a
+    batch, which hands its alerts to ``alert`` instead of sending them (they go out
+    after the batch). Set (with ``Strategy="risk_tasks.batches:batched"``) on tasks that
+    batch."""
+    batch_prepare: Callable[[list], list] | None = None
+    """``(calls) -> one item per call``, handed to each call's ``batch_run`` as
+    ``prepared``: the calls' first reads, made for the whole batch at once (optional;
+    if it fails, every call gets None and reads for itself)."""
 
     def run_batch(self, calls: list) -> list:
         """Run the calls of a batch one after the other, each under its own request
@@ -115,6 +120,13 @@ class ActionTask(RiskTask):
 
         alerts: list[tuple[int, dict]] = []
         outcomes = []
+        prepared: list = [None] * len(calls)
+        if self.batch_prepare is not None:
+            try:
+                prepared = self.batch_prepare(calls)
+            except Exception:  # noqa: BLE001 - each call then reads for itself
+                log.exception("could not prepare a batch of %d %s calls", len(calls),
+                              self.name)
         for i, call in enumerate(calls):
             started = time.monotonic()
             self.push_request(id=call.id, retries=call.retries, args=call.args,
@@ -122,7 +134,8 @@ class ActionTask(RiskTask):
             try:
                 try:
                     result = self.batch_run(call.args, call.kwargs,
-                                            lambda alert, i=i: alerts.append((i, alert)))
+                                            lambda alert, i=i: alerts.append((i, alert)),
+                                            prepared[i])
                 except Exception as exc:  # classified: retried or dead-lettered, never lost
                     result = self._failed(exc, tuple(call.args), call.kwargs, batched=True)
                 outcome = Outcome(result, True, time.monotonic() - started)
@@ -173,7 +186,7 @@ def risk_task(name: str, **options: Any) -> Callable[[Callable], Task]:
     if options.pop("dead_letters", False):
         defaults["base"] = ActionTask
     defaults.update(options)
-    for attr in ("idempotency_key", "on_dead_letter", "batch_run"):
+    for attr in ("idempotency_key", "on_dead_letter", "batch_run", "batch_prepare"):
         if attr in defaults:
             defaults[attr] = staticmethod(defaults[attr])
     return app.task(name=name, **defaults)

@@ -286,3 +286,42 @@ def test_a_batched_liquidation_completes_as_a_lone_one_does(one_to_close, rt):
     assert same(*runs["S1"]) == same(*runs["S2"])
     assert runs["S2"][0]["positions_closed"] == ["BTC"]
     assert Decimal(runs["S2"][0]["equity_after"]) == 2000
+
+
+def test_a_batch_takes_its_episodes_in_one_round_trip_and_each_runs_from_its_read(world, rt):
+    # given three episodes of a batch: S1 and S2 liquidatable, S3's lease held elsewhere
+    for account in ("S2", "S3"):
+        world.account(account, 1000)
+        world.fill(account, "BTC", "BUY", 1, 45000)
+    world.prices({"BTC": 40000})
+    rt.redis.set(actions.AccountLease(rt.redis, "S3", 1).key, "someone-else", px=60_000)
+    runs = [actions.Liquidation(rt, PaperGateway(rt.store), account, "test", f"ep-{account}",
+                                print, alert_again=True) for account in ("S1", "S2", "S3")]
+    for account in ("S1", "S2", "S3"):
+        episodes.begin(rt.redis, account, f"ep-{account}")
+    # when their leases are taken and their accounts read together
+    firsts = actions.take_all(rt.redis, runs)
+    # then the free ones hold their leases and have their state; the busy one has neither
+    assert [f[0] for f in firsts] == [True, True, False]
+    assert set(firsts[0][2].account.positions) == {"BTC", "ETH"} and firsts[2][2] is None
+    assert rt.redis.get(runs[1].lease.key) == runs[1].lease.token.encode()
+    # and each completes from that read, once; the busy one waits for its lease
+    assert runs[0].run(firsts[0])["positions_closed"] == ["BTC", "ETH"]
+    assert runs[1].run(firsts[1])["positions_closed"] == ["BTC"]
+    runs[2].lease.wait_seconds = 0.05
+    with pytest.raises(actions.LeaseBusy):
+        runs[2].run(firsts[2])
+    assert not rt.redis.exists(runs[0].lease.key) and not rt.redis.exists(runs[1].lease.key)
+    assert rt.store.read_account("S2")[0].positions == {}
+
+
+def test_a_run_takes_again_the_lease_its_own_token_holds(world, rt):
+    # given a run whose batch took its lease, but whose read came back as an error
+    run = actions.Liquidation(rt, PaperGateway(rt.store), "S1", "test", "ep-s1", print,
+                              alert_again=True)
+    episodes.begin(rt.redis, "S1", "ep-s1")
+    assert actions.take_all(rt.redis, [run])[0][0] is True
+    run.lease.wait_seconds = 0.0
+    # when it takes by itself: its own token's lease is renewed, not busy
+    result = run.run(None)
+    assert result["status"] == "completed" and result["positions_closed"] == ["BTC", "ETH"]

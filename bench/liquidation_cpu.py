@@ -2,15 +2,16 @@
 
 The shock benchmark (``bench/liquidation.py``) measures the whole system, and on this
 machine its runs move with the machine's speed by a third within an hour. This one
-runs the liquidation task's own batch code (``_prepare`` and ``_in_batch``, what a solo
-``actions`` worker runs for a batch, without Celery's message handling) on the same
-population and shock, in one process, and counts CPU seconds: this process's
-(``time.process_time``) and the Redis server's (``INFO cpu``). Batches of 32 accounts
-alternate between two ways, so that a change of the machine's speed falls on both:
+runs what a solo ``actions`` worker runs for a batch of liquidation messages (the
+task's ``run_batch``: every episode, their alerts' publish; not Celery's message
+handling) on the same population and shock, in one process, and counts CPU seconds:
+this process's (``time.process_time``) and the Redis server's (``INFO cpu``). Groups of
+32 accounts alternate between two ways, so that a change of the machine's speed falls
+on both:
 
-- ``batched``: the batch's leases and reads in one round trip (``take_all``), then each
-  episode from its read;
-- ``one_by_one``: each episode takes and reads for itself.
+- ``batch_of_32``: one ``run_batch`` of the 32;
+- ``batches_of_1``: 32 ``run_batch`` of one each (a worker that gets one message at a
+  time).
 
     .venv/bin/python bench/liquidation_cpu.py [--accounts 6000] [--out FILE]
 
@@ -47,7 +48,7 @@ def main() -> None:
     try:
         from bench.liquidation import SHOCK_MARK, SHOCK_SYMBOL, expected_liquidations, populate
         from risk_tasks.runtime import runtime
-        from risk_tasks.tasks import liquidation
+        from risk_tasks.tasks.liquidation import liquidate_account
 
         rt = runtime()
         targets = args.accounts * 7 // 10
@@ -62,28 +63,25 @@ def main() -> None:
             info = rt.redis.info("cpu")
             return info["used_cpu_sys"] + info["used_cpu_user"]
 
-        totals = {"batched": [0.0, 0.0, 0], "one_by_one": [0.0, 0.0, 0]}
-        alerts: list = []
+        totals = {"batch_of_32": [0.0, 0.0, 0], "batches_of_1": [0.0, 0.0, 0]}
         results = []
         chunks = [expected[i:i + BATCH] for i in range(0, len(expected), BATCH)]
         for n, chunk in enumerate(chunks):
-            way = "one_by_one" if n % 2 else "batched"
-            calls = [SimpleNamespace(args=[a, "bench", f"liq:{a}:1"], kwargs={}) for a in chunk]
+            way = "batches_of_1" if n % 2 else "batch_of_32"
+            calls = [SimpleNamespace(id=f"bench-{a}", retries=0, args=[a, "bench", f"liq:{a}:1"],
+                                     kwargs={}, argsrepr="") for a in chunk]
             redis_before, own_before = redis_cpu(), time.process_time()
-            if way == "batched":
-                for call, prepared in zip(calls, liquidation._prepare(calls)):
-                    results.append(liquidation._in_batch(call.args, call.kwargs, alerts.append,
-                                                         prepared))
+            if way == "batch_of_32":
+                outcomes = liquidate_account.run_batch(calls)
             else:
-                for call in calls:
-                    results.append(liquidation._in_batch(call.args, call.kwargs,
-                                                         alerts.append))
+                outcomes = [o for call in calls for o in liquidate_account.run_batch([call])]
             own, redis_used = time.process_time() - own_before, redis_cpu() - redis_before
+            results += [o.result for o in outcomes]
             if n >= 2:  # the first of each way warms caches and loads scripts
                 totals[way][0] += own
                 totals[way][1] += redis_used
                 totals[way][2] += len(chunk)
-        completed = sum(r["status"] == "completed" for r in results)
+        completed = sum(isinstance(r, dict) and r.get("status") == "completed" for r in results)
         rows = [{"way": way, "episodes": k, "worker_cpu_ms_per_episode": round(own / k * 1000, 3),
                  "redis_cpu_ms_per_episode": round(used / k * 1000, 3)}
                 for way, (own, used, k) in totals.items()]

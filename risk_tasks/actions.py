@@ -58,7 +58,7 @@ import logging
 import time
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Generator, Mapping
 
 import orjson
 import redis
@@ -509,6 +509,12 @@ class AccountAction:
     def close(self, data: dict, snap: Snapshot, symbol: str, quantity: Decimal) -> dict | None:
         """Close ``quantity`` of the position in ``symbol`` as ``snap`` shows it. None when
         the account or the mark moved since ``snap`` and nothing was done (read again)."""
+        return drive(self.closing(data, snap, symbol, quantity))
+
+    def closing(self, data: dict, snap: Snapshot, symbol: str, quantity: Decimal
+                ) -> Generator[CloseRequest, Any, dict | None]:
+        """``close`` as steps: yields the local close's request and takes its reply (so a
+        batch can send the closes of its episodes together, ``drive``)."""
         if len(data["steps"]) >= MAX_STEPS:
             raise PermanentError(f"{self.reference}: more than {MAX_STEPS} steps, giving up")
         position = snap.account.positions[symbol]
@@ -517,7 +523,8 @@ class AccountAction:
         rid = request_id(self.order_prefix, symbol, str(step))
         if self.gateway.local and self.moves < self.MAX_MOVES \
                 and symbol in snap.configured:
-            done = self.close_local(data, snap, symbol, position, side, quantity, rid)
+            done = yield from self.closing_local(data, snap, symbol, position, side,
+                                                 quantity, rid)
             if done is not None or self.moves:
                 return done
         data["pending"] = {"step": step, "symbol": symbol, "side": side.value,
@@ -530,8 +537,9 @@ class AccountAction:
                                                 self.source, self.reference)
         return self.complete(data, execution)
 
-    def close_local(self, data: dict, snap: Snapshot, symbol: str, position: Position,
-                    side: Side, quantity: Decimal, rid: str) -> dict | None:
+    def closing_local(self, data: dict, snap: Snapshot, symbol: str, position: Position,
+                      side: Side, quantity: Decimal, rid: str
+                      ) -> Generator[CloseRequest, Any, dict | None]:
         """A close on a gateway without a venue: execution at the mark of ``snap``, the
         fill and the recorded step in one script (``PaperGateway.close_and_record``), so
         no ``pending`` is needed: there is no moment when the order is executed and not
@@ -557,11 +565,12 @@ class AccountAction:
             end_records, final = last
             records += end_records
             then = None  # nothing to keep alive: the close ends the action
-        sent_at = time.monotonic()
-        reply = self.gateway.close_and_record(
+        request = CloseRequest(self.gateway, (
             execution, snap.fields, snap.raw_positions.get(symbol), snap.raw_marks[symbol],
             self.source, self.reference, self.lease, self.progress.key, orjson.dumps(new),
-            self.progress.ttl, [orjson.dumps(r) for r in records], then, final)
+            self.progress.ttl, [orjson.dumps(r) for r in records], then, final))
+        sent_at = time.monotonic()
+        reply = yield request
         outcome = reply[0].decode()
         if outcome == "OK":
             self.deferred = None
@@ -621,6 +630,48 @@ class AccountAction:
                   quantity=step["quantity"], price=step["price"], step=step["step"])
 
 
+@dataclass(slots=True)
+class CloseRequest:
+    """A local close an action waits on: ``close_and_record``'s arguments."""
+
+    gateway: Any  # PaperGateway
+    args: tuple
+
+    def execute(self) -> list:
+        return self.gateway.close_and_record(*self.args)
+
+
+def execute_all(requests: list[CloseRequest]) -> list:
+    """The replies to ``requests`` (each an exception where it failed), sent together in
+    one pipelined round trip (``close_and_record_many``)."""
+    if not requests:
+        return []
+    return requests[0].gateway.close_and_record_many([r.args for r in requests])
+
+
+def drive(steps: Generator[CloseRequest, Any, Any], reply: Any = None,
+          error: BaseException | None = None) -> Any:
+    """Run ``steps`` to its end, executing every close it asks for at once, and return
+    what it returns. ``reply`` or ``error`` answers the close it waits on, if it was
+    started already (a batch's first closes, ``execute_all``)."""
+    try:
+        if error is not None:
+            request = steps.throw(error)
+        elif reply is not None:
+            request = steps.send(reply)
+        else:
+            request = next(steps)
+        while True:
+            try:
+                answer = request.execute()
+            except Exception as exc:  # noqa: BLE001 - raised where the close was asked for
+                request = steps.throw(exc)
+            else:
+                request = steps.send(answer)
+    except StopIteration as stop:
+        return stop.value
+
+
 def take_all(client: redis.Redis, actions: list[AccountAction]
              ) -> list[tuple[bool, dict | None, Snapshot | None] | None]:
     """The first attempt of ``take`` of many actions (a batch's) in one round trip: each
@@ -674,6 +725,11 @@ class Liquidation(AccountAction):
 
     def run(self, first: tuple[bool, dict | None, Snapshot | None] | None = None) -> dict:
         """The episode, from its ``take`` (``first``: its first attempt, made already)."""
+        return drive(self.steps(first))
+
+    def steps(self, first: tuple[bool, dict | None, Snapshot | None] | None = None
+              ) -> Generator[CloseRequest, Any, dict]:
+        """``run`` as steps: yields each local close's request and takes its reply."""
         data, snap = self.take(first)
         if snap is None:
             if self.alert_again and data["status"] == COMPLETED:
@@ -700,7 +756,8 @@ class Liquidation(AccountAction):
                 if not plan:
                     break
                 symbol = plan[0]
-                self.close(data, snap, symbol, abs(account.positions[symbol].quantity))
+                yield from self.closing(data, snap, symbol,
+                                        abs(account.positions[symbol].quantity))
                 if self.done:
                     return self.ended(data)
                 snap = self.after_close()

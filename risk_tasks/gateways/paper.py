@@ -130,6 +130,54 @@ class PaperGateway(ExecutionGateway):
         the script (they run whatever it returns). With ``final`` the close also ends the
         action (see ``FinalClose``) and a done close returns only ``[b"OK"]``; a moved
         mark or config is ``[b"MARK"]``."""
+        script_keys, args = self._script_args(execution, fields, raw_position, raw_mark,
+                                              source, reference, lease, progress_key,
+                                              progress, progress_ttl, records, final)
+        if then is None:
+            return self._close_and_record(keys=script_keys, args=args)
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.evalsha(self._close_and_record.sha, len(script_keys), *script_keys, *args)
+        then(pipe)
+        reply = pipe.execute(raise_on_error=False)[0]
+        if isinstance(reply, NoScriptError):  # Redis restarted: nothing ran; load and run it
+            return self._close_and_record(keys=script_keys, args=args)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def close_and_record_many(self, calls: list[tuple]) -> list:
+        """``close_and_record`` of each of ``calls`` (their arguments, in order), sent in
+        one pipelined round trip: the closes of a batch's episodes (different accounts,
+        each under its own lease). Each one's reply, or the exception it raised; if the
+        round trip itself fails, that exception is every one's."""
+        pipe = self.store.redis.pipeline(transaction=False)
+        firsts = []
+        for call in calls:
+            then = call[11]
+            script_keys, args = self._script_args(*call[:11], call[12])
+            firsts.append(len(pipe))
+            pipe.evalsha(self._close_and_record.sha, len(script_keys), *script_keys, *args)
+            if then is not None:
+                then(pipe)
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except Exception as exc:  # noqa: BLE001 - the connection: every close failed with it
+            return [exc] * len(calls)
+        out: list = []
+        for call, first in zip(calls, firsts):
+            reply = replies[first]
+            if isinstance(reply, NoScriptError):  # Redis restarted: nothing ran
+                try:
+                    reply = self.close_and_record(*call)
+                except Exception as exc:  # noqa: BLE001 - that close's own failure
+                    reply = exc
+            out.append(reply)
+        return out
+
+    def _script_args(self, execution: Execution, fields: dict, raw_position: bytes | None,
+                     raw_mark: bytes, source: str, reference: str, lease,  # noqa: ANN001
+                     progress_key: str, progress: bytes, progress_ttl: int,
+                     records: list[bytes], final: FinalClose | None) -> tuple[list, list]:
         from risk_tasks.engine.model import Fill
 
         fill = Fill(execution.request_id, execution.account_id, execution.symbol,
@@ -145,17 +193,7 @@ class PaperGateway(ExecutionGateway):
                 len(records), len(checks) // 2, "" if final is None else final.end_value,
                 b"" if final is None or final.config is None else final.config,
                 *records, *checks, *commit_args]
-        if then is None:
-            return self._close_and_record(keys=script_keys, args=args)
-        pipe = self.store.redis.pipeline(transaction=False)
-        pipe.evalsha(self._close_and_record.sha, len(script_keys), *script_keys, *args)
-        then(pipe)
-        reply = pipe.execute(raise_on_error=False)[0]
-        if isinstance(reply, NoScriptError):  # Redis restarted: nothing ran; load and run it
-            return self._close_and_record(keys=script_keys, args=args)
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
+        return script_keys, args
 
     def cancel_all_orders(self, account_id: str, request_id: str) -> int:
         return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from celery import Task
@@ -109,17 +110,25 @@ class ActionTask(RiskTask):
     """``(calls) -> one item per call``, handed to each call's ``batch_run`` as
     ``prepared``: the calls' first reads, made for the whole batch at once (optional;
     if it fails, every call gets None and reads for itself)."""
+    batch_steps: Callable[[list, dict, Callable[[dict], None], Any], Any] | None = None
+    """``(args, kwargs, alert, prepared)``: ``batch_run`` as a generator that yields the
+    requests it waits on (``actions.CloseRequest``) and returns the result, or None for
+    a call to run by ``batch_run`` after the others (optional). The batch advances every
+    call to its first request, sends those together (``actions.execute_all``), then
+    finishes each call, its further requests executed one by one."""
 
     def run_batch(self, calls: list) -> list:
-        """Run the calls of a batch one after the other, each under its own request
-        context and failure policy; then send their alerts in one pipelined round trip.
-        A call whose alerts could not be sent is reported unsettled (not acknowledged:
-        delivered again, it sends them again)."""
+        """Run the calls of a batch, each under its own request context and failure
+        policy: with ``batch_steps``, up to each one's first request, those requests
+        together, then each to its end; the calls it leaves out after that, one after the
+        other. Then send their alerts in one pipelined round trip. A call whose alerts
+        could not be sent is reported unsettled (not acknowledged: delivered again, it
+        sends them again)."""
+        from risk_tasks.actions import drive, execute_all
         from risk_tasks.alerting import alert_repr
         from risk_tasks.app import send_many
 
         alerts: list[tuple[int, dict]] = []
-        outcomes = []
         prepared: list = [None] * len(calls)
         if self.batch_prepare is not None:
             try:
@@ -127,25 +136,27 @@ class ActionTask(RiskTask):
             except Exception:  # noqa: BLE001 - each call then reads for itself
                 log.exception("could not prepare a batch of %d %s calls", len(calls),
                               self.name)
+        notify = [lambda alert, i=i: alerts.append((i, alert)) for i in range(len(calls))]
+        outcomes: list[Any] = [None] * len(calls)
+        waiting: list[tuple[int, _Waiting]] = []
+        if self.batch_steps is not None:
+            for i, call in enumerate(calls):
+                outcome = self._in_context(call, lambda i=i, call=call: _first_request(
+                    self.batch_steps(call.args, call.kwargs, notify[i], prepared[i])))
+                if isinstance(outcome, _Waiting):
+                    waiting.append((i, outcome))
+                elif outcome is not _LATER:
+                    outcomes[i] = outcome
+            replies = execute_all([w.request for _, w in waiting])
+            for (i, w), reply in zip(waiting, replies):
+                error = reply if isinstance(reply, BaseException) else None
+                outcomes[i] = self._in_context(calls[i], lambda w=w, reply=reply, error=error:
+                                               drive(w.steps, None if error else reply, error),
+                                               w.spent)
         for i, call in enumerate(calls):
-            started = time.monotonic()
-            self.push_request(id=call.id, retries=call.retries, args=call.args,
-                              kwargs=call.kwargs, task=self.name, argsrepr=call.argsrepr)
-            try:
-                try:
-                    result = self.batch_run(call.args, call.kwargs,
-                                            lambda alert, i=i: alerts.append((i, alert)),
-                                            prepared[i])
-                except Exception as exc:  # classified: retried or dead-lettered, never lost
-                    result = self._failed(exc, tuple(call.args), call.kwargs, batched=True)
-                outcome = Outcome(result, True, time.monotonic() - started)
-            except Exception:  # noqa: BLE001 - not even retried or dead-lettered: not acked
-                log.exception("%s[%s]: could not be run, retried or dead-lettered",
-                              self.name, call.id)
-                outcome = Outcome(None, False)
-            finally:
-                self.pop_request()
-            outcomes.append(outcome)
+            if outcomes[i] is None or outcomes[i] is _LATER:
+                outcomes[i] = self._in_context(call, lambda i=i, call=call: self.batch_run(
+                    call.args, call.kwargs, notify[i], prepared[i]))
         if alerts:
             try:
                 send_many("risk.send_alert", [([alert], alert_repr(alert)) for _, alert in alerts])
@@ -154,6 +165,30 @@ class ActionTask(RiskTask):
                 for i in {i for i, _ in alerts}:
                     outcomes[i].settled = False
         return outcomes
+
+    def _in_context(self, call: Any, body: Callable[[], Any], spent: float = 0.0) -> Any:
+        """``body()`` under ``call``'s request context and failure policy: its
+        ``Outcome``, or what ``body`` returned if that is a ``_Waiting`` or ``_LATER``."""
+        started = time.monotonic()
+        self.push_request(id=call.id, retries=call.retries, args=call.args,
+                          kwargs=call.kwargs, task=self.name, argsrepr=call.argsrepr)
+        try:
+            try:
+                result = body()
+            except Exception as exc:  # classified: retried or dead-lettered, never lost
+                result = self._failed(exc, tuple(call.args), call.kwargs, batched=True)
+            if isinstance(result, _Waiting):
+                result.spent = spent + time.monotonic() - started
+                return result
+            if result is _LATER:
+                return result
+            return Outcome(result, True, spent + time.monotonic() - started)
+        except Exception:  # noqa: BLE001 - not even retried or dead-lettered: not acked
+            log.exception("%s[%s]: could not be run, retried or dead-lettered",
+                          self.name, call.id)
+            return Outcome(None, False)
+        finally:
+            self.pop_request()
 
     def _keys(self, args: tuple, kwargs: dict) -> tuple[str | None, str | None]:
         if self.idempotency_key is None:
@@ -168,6 +203,29 @@ class ActionTask(RiskTask):
         except InvalidInput:
             account_id = None
         return key, account_id
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A batched call stopped at its first request (``ActionTask.batch_steps``)."""
+
+    steps: Any  # the generator
+    request: Any
+    spent: float = 0.0
+
+
+_LATER = object()  # a call ``batch_steps`` leaves to ``batch_run``, after the others
+
+
+def _first_request(steps: Any) -> Any:
+    """Advance ``steps`` to its first request (``_Waiting``); its result if it needs
+    none; ``_LATER`` if there are no steps."""
+    if steps is None:
+        return _LATER
+    try:
+        return _Waiting(steps, next(steps))
+    except StopIteration as stop:
+        return stop.value
 
 
 def risk_task(name: str, **options: Any) -> Callable[[Callable], Task]:
@@ -186,7 +244,8 @@ def risk_task(name: str, **options: Any) -> Callable[[Callable], Task]:
     if options.pop("dead_letters", False):
         defaults["base"] = ActionTask
     defaults.update(options)
-    for attr in ("idempotency_key", "on_dead_letter", "batch_run", "batch_prepare"):
+    for attr in ("idempotency_key", "on_dead_letter", "batch_run", "batch_prepare",
+                 "batch_steps"):
         if attr in defaults:
             defaults[attr] = staticmethod(defaults[attr])
     return app.task(name=name, **defaults)

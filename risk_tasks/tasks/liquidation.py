@@ -58,6 +58,20 @@ def _in_batch(args: list, kwargs: dict, alert: Notify,
     return episode.run(first)
 
 
+def _steps(args: list, kwargs: dict, alert: Notify,
+           prepared: tuple[actions.Liquidation, Any] | None = None) -> Any:
+    """The episode as steps (its closes sent with the batch's), or None to run it after
+    the others: one whose lease was busy or whose read failed (it takes for itself, and
+    may be waiting on an episode of this batch, such as a duplicate of its own)."""
+    if prepared is None:
+        return None
+    episode, first = prepared
+    if first is None or not first[0]:
+        return None
+    episode.notify = alert
+    return episode.steps(first)
+
+
 def _prepare(calls: list) -> list[tuple[actions.Liquidation, Any] | None]:
     """A batch's episodes, each with its lease taken and its account read, all in one
     round trip (``actions.take_all``); None for a call whose arguments are bad (it fails
@@ -80,7 +94,8 @@ def _prepare(calls: list) -> list[tuple[actions.Liquidation, Any] | None]:
 @risk_task("risk.liquidate_account", acks_late=True, reject_on_worker_lost=True,
            dead_letters=True, idempotency_key=_keys, on_dead_letter=_failed,
            soft_time_limit=120, time_limit=150,
-           Strategy="risk_tasks.batches:batched", batch_run=_in_batch, batch_prepare=_prepare)
+           Strategy="risk_tasks.batches:batched", batch_run=_in_batch, batch_prepare=_prepare,
+           batch_steps=_steps)
 def liquidate_account(account_id: Any, reason: Any, episode_id: Any) -> dict:
     """Liquidate ``account_id`` for one breach (``episode_id``): cancel its orders, then
     close whole positions, largest notional first, until ``equity >= remaining notional *

@@ -325,3 +325,106 @@ def test_a_run_takes_again_the_lease_its_own_token_holds(world, rt):
     # when it takes by itself: its own token's lease is renewed, not busy
     result = run.run(None)
     assert result["status"] == "completed" and result["positions_closed"] == ["BTC", "ETH"]
+
+
+# -- A BATCH'S CLOSES SENT TOGETHER (``ActionTask.run_batch`` with ``batch_steps``) --
+
+def batch_calls(world, accounts: list[str]) -> list:  # noqa: ANN001
+    """Calls of ``risk.liquidate_account`` as a worker's batch hands them over, each
+    account with its episode open (as the monitor opens it before sending)."""
+    from types import SimpleNamespace
+
+    calls = []
+    for account in accounts:
+        episodes.begin(world.rt.redis, account, f"ep-{account}")
+        calls.append(SimpleNamespace(id=f"task-{account}", retries=0, kwargs={}, argsrepr="",
+                                     args=[account, "test", f"ep-{account}"]))
+    return calls
+
+
+@pytest.fixture()
+def three(world, rt):  # noqa: ANN001, ANN201
+    """S1 (BTC and ETH to close) and S2, S3 (BTC only), all below zero equity."""
+    for account in ("S2", "S3"):
+        world.account(account, 1000)
+        world.fill(account, "BTC", "BUY", 1, 45000)
+    world.prices({"BTC": 40000})
+    return world
+
+
+def test_a_batch_takes_together_then_closes_together(three, rt, monkeypatch):
+    import redis.connection
+
+    from risk_tasks.tasks.liquidation import liquidate_account
+
+    from risk_tasks.runtime import runtime
+
+    runtime().store.current_config()  # the task's runtime, read once per process
+    rt.redis.script_load(actions._SNAPSHOT)
+    rt.redis.script_load(paper._CLOSE_AND_RECORD)
+    calls = batch_calls(three, ["S1", "S2", "S3"])
+    sent = []
+    original = redis.connection.AbstractConnection.send_packed_command
+    handshake = (b"CLIENT", b"PING", b"SELECT", b"AUTH", b"HELLO")
+
+    def counted(self, command, check_health=True):  # noqa: ANN001, ANN202
+        first = command[0] if isinstance(command, list) else command
+        # not a new connection's set-up (the broker's, for the alerts)
+        if not any(f"\r\n{word.decode()}\r\n".encode() in first[:40] for word in handshake):
+            sent.append(command)
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    outcomes = liquidate_account.run_batch(calls)
+    monkeypatch.undo()
+    results = [o.result for o in outcomes]
+    assert [r["positions_closed"] for r in results] == [["BTC", "ETH"], ["BTC"], ["BTC"]]
+    assert all(o.settled and r["status"] == "completed" for o, r in zip(outcomes, results))
+    # the three takes in one round trip, the three first closes in one (S2's and S3's
+    # their last: they end there), S1's second close, and the alerts' publish
+    assert len(sent) == 4, "\n".join(repr(c[0][:90]) for c in sent)
+    for account in ("S1", "S2", "S3"):
+        assert rt.store.read_account(account)[0].positions == {}
+        assert not rt.redis.exists(episodes.key(account))
+        assert not rt.redis.exists(actions.AccountLease(rt.redis, account, 1).key)
+
+
+def test_a_batch_whose_closes_are_refused_reads_again_and_closes_each_once(three, rt,
+                                                                          monkeypatch):
+    from risk_tasks.tasks.liquidation import liquidate_account
+
+    # given: the BTC mark moves after the batch read its accounts, before its closes
+    original = PaperGateway.close_and_record_many
+    moves = []
+
+    def moved_first(self, calls):  # noqa: ANN001, ANN202
+        if not moves:
+            moves.append(1)
+            three.prices({"BTC": 39000})
+        return original(self, calls)
+
+    monkeypatch.setattr(PaperGateway, "close_and_record_many", moved_first)
+    outcomes = liquidate_account.run_batch(batch_calls(three, ["S1", "S2", "S3"]))
+    # then every close was refused together, and each episode read again and closed at
+    # the new mark, once
+    assert all(o.result["status"] == "completed" for o in outcomes)
+    for account in ("S2", "S3"):
+        steps = progress(rt, f"ep-{account}")["steps"]
+        assert [(s["symbol"], s["price"]) for s in steps] == [("BTC", "39000")]
+        assert rt.store.read_account(account)[0].balance == Decimal(1000 - 6000)
+
+
+def test_a_failed_close_round_trip_is_raised_where_the_close_was_asked(world, rt):
+    # given an episode stopped at its first close
+    run = actions.Liquidation(rt, PaperGateway(rt.store), "S1", "test", "ep-s1", print,
+                              alert_again=True)
+    episodes.begin(rt.redis, "S1", "ep-s1")
+    steps = run.steps(actions.take_all(rt.redis, [run])[0])
+    request = next(steps)
+    assert isinstance(request, actions.CloseRequest)
+    # when the batch's round trip fails, the episode sees the failure as its own close's
+    with pytest.raises(ConnectionError):
+        actions.drive(steps, error=ConnectionError("Redis went away"))
+    # then nothing was closed and the lease is released for the retry
+    assert rt.store.read_account("S1")[0].positions.keys() == {"BTC", "ETH"}
+    assert not rt.redis.exists(run.lease.key)

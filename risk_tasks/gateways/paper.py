@@ -151,21 +151,24 @@ class PaperGateway(ExecutionGateway):
         each under its own lease). Each one's reply, or the exception it raised; if the
         round trip itself fails, that exception is every one's."""
         pipe = self.store.redis.pipeline(transaction=False)
-        firsts = []
+        firsts: list[int | Exception] = []
         for call in calls:
-            then = call[11]
-            script_keys, args = self._script_args(*call[:11], call[12])
+            try:
+                script_keys, args = self._script_args(*call[:11], call[12])
+            except Exception as exc:  # noqa: BLE001 - that close's own failure, unsent
+                firsts.append(exc)
+                continue
             firsts.append(len(pipe))
             pipe.evalsha(self._close_and_record.sha, len(script_keys), *script_keys, *args)
-            if then is not None:
-                then(pipe)
+            if call[11] is not None:  # then
+                call[11](pipe)
         try:
-            replies = pipe.execute(raise_on_error=False)
+            replies = pipe.execute(raise_on_error=False) if len(pipe) else []
         except Exception as exc:  # noqa: BLE001 - the connection: every close failed with it
-            return [exc] * len(calls)
+            return [first if isinstance(first, Exception) else exc for first in firsts]
         out: list = []
         for call, first in zip(calls, firsts):
-            reply = replies[first]
+            reply = first if isinstance(first, Exception) else replies[first]
             if isinstance(reply, NoScriptError):  # Redis restarted: nothing ran
                 try:
                     reply = self.close_and_record(*call)

@@ -147,7 +147,10 @@ class ActionTask(RiskTask):
                     waiting.append((i, outcome))
                 elif outcome is not _LATER:
                     outcomes[i] = outcome
-            replies = execute_all([w.request for _, w in waiting])
+            try:
+                replies = execute_all([w.request for _, w in waiting])
+            except Exception as exc:  # noqa: BLE001 - raised in each call, as its own close's
+                replies = [exc] * len(waiting)
             for (i, w), reply in zip(waiting, replies):
                 error = reply if isinstance(reply, BaseException) else None
                 outcomes[i] = self._in_context(calls[i], lambda w=w, reply=reply, error=error:

@@ -35,17 +35,24 @@ class MovingGateway(PaperGateway):
         return super().close_and_record(*args, **kwargs)
 
 
-@pytest.fixture()
-def world(rt, app) -> World:  # noqa: ANN001
+def long_btc_and_eth(rt, app, balance: int, btc: int, btc_mark: int) -> World:  # noqa: ANN001
+    """S1 with ``balance``, long ``btc`` BTC at 50,000 and 2 ETH at 3,000; then BTC marked
+    at ``btc_mark`` (ETH stays at 3,000). Margin rates 10 % and 5 %."""
     w = World(rt, app)
     for symbol in ("BTC", "ETH"):
         w.symbol(symbol, imr="0.10", mmr="0.05")
     w.prices({"BTC": 50000, "ETH": 3000})
-    w.account("S1", 1000)
-    w.fill("S1", "BTC", "BUY", 1, 50000)
+    w.account("S1", balance)
+    w.fill("S1", "BTC", "BUY", btc, 50000)
     w.fill("S1", "ETH", "BUY", 2, 3000)
-    w.prices({"BTC": 45000, "ETH": 3000})  # equity 1000 - 5000 < 0: everything closes
+    w.prices({"BTC": btc_mark, "ETH": 3000})
     return w
+
+
+@pytest.fixture()
+def world(rt, app) -> World:  # noqa: ANN001
+    """Equity 1000 - 5000 < 0: everything closes."""
+    return long_btc_and_eth(rt, app, balance=1000, btc=1, btc_mark=45000)
 
 
 @pytest.fixture(params=[False, True], ids=["alone", "in-batch"])
@@ -228,15 +235,7 @@ def test_a_close_after_redis_lost_its_scripts_loads_them_and_closes_once(world, 
 def one_to_close(rt, app) -> World:  # noqa: ANN001
     """An account whose liquidation closes BTC and keeps ETH: equity 10,000 - 8,000 =
     2,000 under a maintenance of 4,900; after BTC, 2,000 >= 6,000 * 0.10."""
-    w = World(rt, app)
-    for symbol in ("BTC", "ETH"):
-        w.symbol(symbol, imr="0.10", mmr="0.05")
-    w.prices({"BTC": 50000, "ETH": 3000})
-    w.account("S1", 10000)
-    w.fill("S1", "BTC", "BUY", 2, 50000)
-    w.fill("S1", "ETH", "BUY", 2, 3000)
-    w.prices({"BTC": 46000, "ETH": 3000})
-    return w
+    return long_btc_and_eth(rt, app, balance=10000, btc=2, btc_mark=46000)
 
 
 @pytest.mark.parametrize("move", ["the other mark", "the config"])

@@ -565,10 +565,12 @@ class AccountAction:
             end_records, final = last
             records += end_records
             then = None  # nothing to keep alive: the close ends the action
-        request = CloseRequest(self.gateway, (
-            execution, snap.fields, snap.raw_positions.get(symbol), snap.raw_marks[symbol],
-            self.source, self.reference, self.lease, self.progress.key, orjson.dumps(new),
-            self.progress.ttl, [orjson.dumps(r) for r in records], then, final))
+        request = CloseRequest(self.gateway, dict(
+            execution=execution, fields=snap.fields, raw_position=snap.raw_positions.get(symbol),
+            raw_mark=snap.raw_marks[symbol], source=self.source, reference=self.reference,
+            lease=self.lease, progress_key=self.progress.key, progress=orjson.dumps(new),
+            progress_ttl=self.progress.ttl, records=[orjson.dumps(r) for r in records],
+            then=then, final=final))
         sent_at = time.monotonic()
         reply = yield request
         outcome = reply[0].decode()
@@ -632,13 +634,13 @@ class AccountAction:
 
 @dataclass(slots=True)
 class CloseRequest:
-    """A local close an action waits on: ``close_and_record``'s arguments."""
+    """A local close an action waits on: ``close_and_record``'s arguments, by name."""
 
     gateway: Any  # PaperGateway
-    args: tuple
+    kwargs: dict
 
     def execute(self) -> list:
-        return self.gateway.close_and_record(*self.args)
+        return self.gateway.close_and_record(**self.kwargs)
 
 
 def execute_all(requests: list[CloseRequest]) -> list:
@@ -646,7 +648,7 @@ def execute_all(requests: list[CloseRequest]) -> list:
     one pipelined round trip (``close_and_record_many``)."""
     if not requests:
         return []
-    return requests[0].gateway.close_and_record_many([r.args for r in requests])
+    return requests[0].gateway.close_and_record_many([r.kwargs for r in requests])
 
 
 def drive(steps: Generator[CloseRequest, Any, Any], reply: Any = None,

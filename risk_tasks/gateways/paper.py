@@ -145,8 +145,8 @@ class PaperGateway(ExecutionGateway):
             raise reply
         return reply
 
-    def close_and_record_many(self, calls: list[tuple]) -> list:
-        """``close_and_record`` of each of ``calls`` (their arguments, in order), sent in
+    def close_and_record_many(self, calls: list[dict]) -> list:
+        """``close_and_record`` of each of ``calls`` (their arguments by name), sent in
         one pipelined round trip: the closes of a batch's episodes (different accounts,
         each under its own lease). Each one's reply, or the exception it raised; if the
         round trip itself fails, that exception is every one's."""
@@ -154,14 +154,15 @@ class PaperGateway(ExecutionGateway):
         firsts: list[int | Exception] = []
         for call in calls:
             try:
-                script_keys, args = self._script_args(*call[:11], call[12])
+                script_keys, args = self._script_args(
+                    **{k: v for k, v in call.items() if k != "then"})
             except Exception as exc:  # noqa: BLE001 - that close's own failure, unsent
                 firsts.append(exc)
                 continue
             firsts.append(len(pipe))
             pipe.evalsha(self._close_and_record.sha, len(script_keys), *script_keys, *args)
-            if call[11] is not None:  # then
-                call[11](pipe)
+            if call.get("then") is not None:
+                call["then"](pipe)
         try:
             replies = pipe.execute(raise_on_error=False) if len(pipe) else []
         except Exception as exc:  # noqa: BLE001 - the connection: every close failed with it
@@ -171,7 +172,7 @@ class PaperGateway(ExecutionGateway):
             reply = first if isinstance(first, Exception) else replies[first]
             if isinstance(reply, NoScriptError):  # Redis restarted: nothing ran
                 try:
-                    reply = self.close_and_record(*call)
+                    reply = self.close_and_record(**call)
                 except Exception as exc:  # noqa: BLE001 - that close's own failure
                     reply = exc
             out.append(reply)

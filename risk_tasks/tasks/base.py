@@ -157,7 +157,7 @@ class ActionTask(RiskTask):
                                                drive(w.steps, None if error else reply, error),
                                                w.spent)
         for i, call in enumerate(calls):
-            if outcomes[i] is None or outcomes[i] is _LATER:
+            if outcomes[i] is None:  # left to batch_run (_LATER), or no batch_steps
                 outcomes[i] = self._in_context(call, lambda i=i, call=call: self.batch_run(
                     call.args, call.kwargs, notify[i], prepared[i]))
         if alerts:

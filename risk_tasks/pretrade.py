@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import orjson
 
 from risk_tasks.engine.model import Order, Reason, TradingState
-from risk_tasks.engine.pretrade import CheckContext, Decision, PretradeLimits, decide
+from risk_tasks.engine.pretrade import CheckContext, PretradeLimits, approve_quickly, decide
 from risk_tasks.engine.validation import InvalidInput, validate_order
 from risk_tasks.state import keys
 from risk_tasks.state.codec import (
@@ -65,8 +65,8 @@ class PretradeService:
             outcome = self._replay_or_decide(order, raw, reply, started)
             if isinstance(outcome, Outcome):
                 return outcome
-            decision, result, audit = outcome
-            status = self.hot.call(*self._commit(order, decision, result, audit, reply))
+            approved, result, audit = outcome
+            status = self.hot.call(*self._commit(order, approved, result, audit, reply))
             final = self._after_commit(result, status)
             if final is not None:
                 return final
@@ -94,8 +94,8 @@ class PretradeService:
                 if isinstance(outcome, Outcome):
                     outcomes[i] = outcome
                     continue
-                decision, result, audit = outcome
-                commits.append(self._commit(order, decision, result, audit, reply))
+                approved, result, audit = outcome
+                commits.append(self._commit(order, approved, result, audit, reply))
                 pending.append((i, result))
             statuses = self._call_many(self.store.check_commit_many, commits) if commits else []
             for (i, result), status in zip(pending, statuses):
@@ -124,7 +124,7 @@ class PretradeService:
                  keys.SHARD_PREFIX))
 
     def _replay_or_decide(self, order: Order, raw: Any, reply: list,
-                          started: int) -> Outcome | tuple[Decision, dict, bytes]:
+                          started: int) -> Outcome | tuple[bool, dict, bytes]:
         kind = reply[0]
         if kind == 1:
             return Outcome(orjson.loads(reply[1]), replayed=True)
@@ -146,17 +146,28 @@ class PretradeService:
                     marks[sym.decode()] = decode_mark(mark)
             ctx = CheckContext(now, TradingState(state), account, marks, config.specs,
                                config.policies, recent, self.limits)
-        decision = decide(order, ctx)
-        elapsed_us = (time.perf_counter_ns() - started) // 1000
-        result = decision.to_dict(order.order_id, order.account_id, elapsed_us)
+        metrics = approve_quickly(order, ctx)
+        if metrics is not None:
+            approved = True
+            result = {
+                "order_id": order.order_id, "account_id": order.account_id, "approved": True,
+                "violations": [], "rejection_reason": None, "message": None,
+                "post_trade_metrics": metrics,
+                "processing_time_us": (time.perf_counter_ns() - started) // 1000,
+            }
+        else:
+            decision = decide(order, ctx)
+            approved = decision.approved
+            result = decision.to_dict(order.order_id, order.account_id,
+                                      (time.perf_counter_ns() - started) // 1000)
         result_json = orjson.dumps(result)
         audit = b'{"r":' + result_json + b',"o":' + _request_json(raw) + \
             b',"ts":' + repr(now).encode() + b',"w":' + orjson.dumps(self.worker) + b"}"
-        return decision, result, audit
+        return approved, result, audit
 
-    def _commit(self, order: Order, decision: Decision, result: dict, audit: bytes,
+    def _commit(self, order: Order, approved: bool, result: dict, audit: bytes,
                 reply: list) -> tuple:
-        recheck = decision.approved
+        recheck = approved
         fields = pairs(reply[4]) if recheck else {}
         return (self.store.check_commit_script,
                 (keys.idempotency(order.account_id, order.order_id), keys.PLATFORM_STATE,

@@ -9,15 +9,15 @@ validation (``invalid_request``) happens before, in ``validation.validate_order`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Mapping, Sequence
 
 from risk_tasks.engine.metrics import compute_metrics
 from risk_tasks.engine.model import (
-    Account, Mark, Metrics, Order, OrderType, Policy, Position, Reason, SymbolSpec,
-    TradingState, exact,
+    ENGINE_CONTEXT, ZERO, Account, Mark, Metrics, Order, OrderType, Policy, Position, Reason,
+    Side, SymbolSpec, TradingState, exact,
 )
-from risk_tasks.engine.policies import evaluate
+from risk_tasks.engine.policies import CONCENTRATION_PREFIX, INFINITY, OPERATORS, applies, evaluate
 from risk_tasks.engine.positions import apply_fill, raises_margin, reduces_exposure
 
 
@@ -163,6 +163,147 @@ def decide(order: Order, ctx: CheckContext) -> Decision:
     if blocking:
         return reject(Reason.POLICY_VIOLATION, blocking[0].describe(), described, post)
     return Decision(True, None, None, described, post)
+
+
+# -- THE COMMON CASE IN ONE PASS --
+
+def approve_quickly(order: Order, ctx: CheckContext) -> dict | None:
+    """The ``post_trade_metrics`` of a clean approval, or None: ask ``decide``.
+
+    Most orders are approvals of an ACTIVE account with every price fresh and no policy
+    violated. This decides exactly those as ``decide`` does, with the same ``Decimal``
+    arithmetic in the same context, in one function: no intermediate ``Position``,
+    ``Metrics``, ``Violation`` or ``Decision``. Anything else (a rejection, a warning, a
+    reduce-only order, a stale or missing price or spec anywhere in the account, a
+    REDUCING state) returns None, and ``decide`` gives the answer and its message. So
+    when this returns a dict, it is ``decide(order, ctx).to_dict(...)["post_trade_metrics"]``
+    of an approval without violations (tests/unit/test_engine_properties.py checks it).
+    """
+    account = ctx.account
+    if (account is None or order.reduce_only or ctx.platform_state is not TradingState.ACTIVE
+            or account.status is not TradingState.ACTIVE
+            or ctx.recent_orders > ctx.limits.rate_limit):
+        return None
+    symbol = order.symbol
+    specs = ctx.specs
+    marks = ctx.marks
+    spec = specs.get(symbol)
+    mark = marks.get(symbol)
+    oldest = ctx.now - ctx.limits.price_stale_seconds
+    if spec is None or mark is None or mark.ts < oldest:
+        return None
+    positions = account.positions
+    for s, p in positions.items():
+        if p.quantity and s != symbol:
+            m = marks.get(s)
+            if m is None or m.ts < oldest or s not in specs:
+                return None
+    with localcontext(ENGINE_CONTEXT):
+        price = mark.price
+        fill = price
+        if order.order_type is OrderType.LIMIT:
+            fill = order.price
+            if spec.price_collar is not None and abs(fill - price) / price > spec.price_collar:
+                return None
+        delta = order.quantity if order.side is Side.BUY else -order.quantity
+        cap = spec.max_order_notional
+        if cap is not None and abs(delta) * fill > cap:
+            return None
+        # the fill (positions.apply_fill)
+        held = positions.get(symbol)
+        q = held.quantity if held is not None else ZERO
+        entry = held.entry_price if held is not None else ZERO
+        new_q = q + delta
+        realized = ZERO
+        if not q or (q > 0) == (delta > 0):
+            new_entry = (abs(q) * entry + abs(delta) * fill) / abs(new_q)
+        else:
+            realized = min(abs(q), abs(delta)) * (fill - entry) * (1 if q > 0 else -1)
+            if not new_q:
+                new_entry = ZERO
+            elif (new_q > 0) == (q > 0):
+                new_entry = entry
+            else:
+                new_entry = fill
+        # the metrics after it (metrics.compute_metrics), positions in decide's order
+        upnl = notional = margin_used = maintenance = ZERO
+        by_symbol: dict[str, Decimal] = {}
+        for s, p in (positions if held is not None else {**positions, symbol: None}).items():
+            if s == symbol:
+                qq, m, e, sp = new_q, price, new_entry, spec
+            else:
+                qq = p.quantity
+                if not qq:
+                    continue
+                m, e, sp = marks[s].price, p.entry_price, specs[s]
+            if not qq:
+                continue
+            n = abs(qq) * m
+            upnl += qq * (m - e)
+            notional += n
+            margin_used += n * sp.imr
+            maintenance += n * sp.mmr
+            by_symbol[s] = n
+        balance = account.balance + realized
+        equity = balance + upnl
+        available = equity - margin_used
+        raises = abs(new_q) > abs(q)
+        if raises and available < 0:
+            return None
+        positive = equity > 0
+        margin_ratio = equity / margin_used if margin_used else None
+        leverage = notional / equity if positive else None
+        concentration = {s: (n / equity if positive else None) for s, n in by_symbol.items()}
+        daily = _drawdown(account.daily_start_equity, equity)
+        peak = _drawdown(account.peak_equity, equity)
+        # the policies (policies.evaluate): any violation, even a warning, goes to decide
+        undefined_exposure = INFINITY if notional else ZERO
+        for policy in ctx.policies:
+            if not applies(policy, account.account_id, by_symbol, order.strategy_id):
+                continue
+            metric = policy.metric
+            if metric == "leverage":
+                value = undefined_exposure if leverage is None else leverage
+            elif metric == "margin_ratio":
+                value = INFINITY if margin_ratio is None else margin_ratio
+            elif metric == "drawdown_daily":
+                value = daily
+            elif metric == "drawdown_max":
+                value = peak
+            else:
+                s = metric[len(CONCENTRATION_PREFIX):]
+                value = concentration.get(s, ZERO)
+                if value is None:
+                    value = undefined_exposure
+            if not OPERATORS[policy.operator](value, policy.threshold):
+                return None
+        cap = account.max_leverage
+        if cap is not None and (undefined_exposure if leverage is None else leverage) > cap:
+            return None
+        return {
+            "equity": float(equity),
+            "balance": float(balance),
+            "unrealized_pnl": float(upnl),
+            "notional": float(notional),
+            "margin_used": float(margin_used),
+            "maintenance_margin": float(maintenance),
+            "available_margin": float(available),
+            "margin_ratio": None if margin_ratio is None else float(margin_ratio),
+            "leverage": None if leverage is None else float(leverage),
+            "drawdown_daily": float(daily),
+            "drawdown_max": float(peak),
+            "concentration": {s: None if c is None else float(c)
+                              for s, c in concentration.items()},
+            "open_positions": len(by_symbol),
+        }
+
+
+def _drawdown(reference: Decimal, equity: Decimal) -> Decimal:
+    """``metrics.drawdown``, inside the caller's context."""
+    if reference <= 0:
+        return ZERO
+    dd = (reference - equity) / reference
+    return dd if dd > 0 else ZERO
 
 
 # -- HELPERS --

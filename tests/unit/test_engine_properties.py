@@ -13,6 +13,7 @@ import re
 from decimal import Decimal
 from fractions import Fraction
 
+import orjson
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
@@ -572,3 +573,58 @@ def test_first_failing_check_in_the_pinned_order_wins(case: tuple) -> None:
     expected = next(r for r in PINNED if r in failing)
     assert not decision.approved
     assert decision.reason is expected, (sorted(r.value for r in failing), decision)
+
+
+# -- THE ONE-PASS APPROVAL --
+
+def _one_pass_agrees(raw: dict, ctx: CheckContext) -> bool:
+    """``approve_quickly`` answers only clean approvals, and exactly as ``decide`` does.
+    Returns whether it answered."""
+    from risk_tasks.engine.pretrade import approve_quickly, decide
+    from risk_tasks.engine.validation import InvalidInput, validate_order
+
+    try:
+        order = validate_order(raw)
+    except InvalidInput:
+        return False
+    quick = approve_quickly(order, ctx)
+    full = decide(order, ctx)
+    if quick is None:
+        return False
+    assert full.approved and not full.violations, full
+    assert quick == full.to_dict("o-1", "acct-1", 0)["post_trade_metrics"]
+    # the same floats and the same keys in the same order, so the same JSON
+    assert orjson.dumps(quick) == orjson.dumps(full.metrics.to_dict())
+    return True
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pretrade_cases(), st.sampled_from((0.0, 1.0, 6.0)), st.integers(1, 12), st.booleans())
+def test_the_one_pass_approval_is_decide_on_every_case_it_answers(
+        case: dict, age: float, recent: int, rich: bool) -> None:
+    # given: random accounts, orders and policies, some marks stale, some over the rate,
+    # half of the accounts rich enough that most of their orders pass
+    if rich:
+        case = dict(case, balance=Decimal(10**12), peak=Decimal(0), daily=Decimal(0))
+    ctx = pretrade_context(case)
+    stale = {s: Mark(m.price, NOW - age) for s, m in list(ctx.marks.items())[:1]}
+    ctx = CheckContext(ctx.now, ctx.platform_state, ctx.account, {**ctx.marks, **stale},
+                       ctx.specs, ctx.policies, recent, ctx.limits)
+    # when / then
+    answered = _one_pass_agrees(case["raw"], ctx)
+    event(f"one pass answered={answered}")
+
+
+@settings(max_examples=400, deadline=None)
+@given(failing_contexts())
+def test_the_one_pass_approval_leaves_every_rejection_to_decide(case: tuple) -> None:
+    # given: a context where each reason of a random subset fails (and a soft policy warns)
+    failing, raw, ctx = case
+    # when / then: it never answers, since every case has a warning or a rejection
+    assert not _one_pass_agrees(raw, ctx)
+    quiet = CheckContext(ctx.now, ctx.platform_state, ctx.account, ctx.marks, ctx.specs,
+                         tuple(p for p in ctx.policies if p.name != "Always Warn"),
+                         ctx.recent_orders, ctx.limits)
+    answered = _one_pass_agrees(raw, quiet)
+    # without the warning, the context where nothing fails is a clean approval
+    assert answered == (not failing), (failing, raw)

@@ -401,3 +401,42 @@ def test_rate_limited_comes_before_insufficient_margin(market):
     # then
     assert all(r["approved"] for r in results[:RATE_LIMIT])
     assert_rejected(results[-1], "rate_limited")
+
+
+def test_a_mixed_batch_decides_each_order_as_a_single_check_does(market):
+    # given: accounts holding different symbols, a symbol without a price, an unknown
+    # account and a halted one, in one batch (one invocation of the read script, which
+    # reads the platform state, the clock and each mark once for the whole batch)
+    market.symbol("SOL", imr="0.20", mmr="0.10")  # never priced
+    market.symbol("XRP", imr="0.10", mmr="0.05")
+    market.prices({"XRP": 2})
+    market.account("M1", 50_000)
+    market.fill("M1", "ETH", "BUY", 10, 100)
+    market.account("M2", 1_000)
+    market.fill("M2", "XRP", "SELL", 100, 2)
+    market.account("M3", 5_000)
+    market.account_state("M3", TradingState.HALTED)
+    market.account("M4", 100)
+    shapes = [
+        (dict(account_id="M1", symbol="BTC", quantity=2), None),
+        (dict(account_id="M1", symbol="SOL", quantity=1), "no_price"),
+        (dict(account_id="M2", symbol="XRP", quantity=50), None),  # reduces the short
+        (dict(account_id="nobody"), "unknown_account"),
+        (dict(account_id="M3"), "account_halted"),
+        (dict(account_id="M4", quantity=50), "insufficient_margin"),
+        (dict(account_id="M2", symbol="BTC", quantity=1), None),
+        (dict(account_id="M4", symbol="SOL", quantity=1), "no_price"),
+        (dict(account_id="M1", symbol="ETH", side="SELL", quantity=10), None),  # closes
+    ]
+    # when: the batch, then each order again (new ids) as a single check
+    batched = market.check_batch([market.order(**shape) for shape, _ in shapes])
+    singles = [market.check(market.order(**shape)) for shape, _ in shapes]
+    # then: the reasons expected, and the same decisions and figures both ways
+    assert [r["rejection_reason"] for r in batched] == [reason for _, reason in shapes]
+
+    def same(result: dict) -> dict:
+        return {k: v for k, v in result.items() if k not in ("order_id", "processing_time_us")}
+
+    assert [same(r) for r in batched] == [same(r) for r in singles]
+    assert batched[0]["post_trade_metrics"]["concentration"].keys() == {"ETH", "BTC"}
+    assert batched[8]["post_trade_metrics"]["open_positions"] == 0

@@ -5,9 +5,15 @@
 -- Returns {'OK'}, {'RETRY'} when an approval raced a state change, or {'DUP', first}.
 -- Defines check_commit(KEYS, ARGV); the store appends the call (one order) or a loop over
 -- consecutive groups of 4 keys and 6 arguments (a batch: one invocation).
+--
+-- The platform's state version is read once per invocation (a batch): nothing here
+-- writes it, and an invocation is atomic.
+local platform_ver = nil
+
 local function check_commit(KEYS, ARGV)
   if ARGV[4] == '1' then
-    if (redis.call('HGET', KEYS[2], 'ver') or '') ~= ARGV[5] then return {'RETRY'} end
+    if not platform_ver then platform_ver = redis.call('HGET', KEYS[2], 'ver') or '' end
+    if platform_ver ~= ARGV[5] then return {'RETRY'} end
     if (redis.call('HGET', KEYS[3], 'status') or '') ~= ARGV[6] then return {'RETRY'} end
   end
   if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then

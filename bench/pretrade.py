@@ -4,9 +4,9 @@
     .venv/bin/python bench/pretrade.py --quick        # shorter runs
 
 Starts a throw-away Redis (unless RISK_REDIS_URL is set), loads symbols and a population
-of accounts, starts one pretrade worker with the role's production command line
-(``riskctl worker pretrade``: solo pool, ack emulation off), and measures from separate
-client processes:
+of accounts, starts one pretrade worker (``--workers N``: N of them) with the role's
+production command line (``riskctl worker pretrade``: solo pool, ack emulation off), and
+measures from separate client processes:
 
 1. the floor: a bare Redis request/reply (LPUSH + BLPOP) round trip on the same server;
 2. the Celery no-op (``risk.ping``) on the same worker, one caller and 8 callers; and the
@@ -279,6 +279,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 s steps, fewer samples")
     parser.add_argument("--unix-socket", action="store_true",
                         help="every process reaches Redis over its Unix socket, not TCP")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="pretrade worker processes (each one solo process, as the role "
+                             "runs them; scaling adds processes)")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
     if args.quick:
@@ -286,7 +289,7 @@ def main() -> None:
     started = start_services(unix_socket=args.unix_socket)
     os.environ.setdefault("RISK_RATE_LIMIT_PER_SECOND", "1000000")  # measure the path, not the limit
     os.environ.setdefault("RISK_PRICE_STALE_SECONDS", "30")
-    worker = None
+    workers: list[subprocess.Popen] = []
     stop = threading.Event()
     try:
         from risk_tasks.app import app
@@ -297,18 +300,20 @@ def main() -> None:
         refresher.start()
         log = open(Path(__file__).resolve().parent.parent / "var" / "bench-pretrade-worker.log", "ab") \
             if (Path(__file__).resolve().parent.parent / "var").is_dir() else subprocess.DEVNULL
-        worker = subprocess.Popen(worker_command("pretrade", name="bench-pretrade"),
-                                  env=dict(os.environ, **ROLES["pretrade"].env),
-                                  stdout=log, stderr=log)
+        workers = [subprocess.Popen(
+            worker_command("pretrade", name="bench-pretrade" if i == 0 else f"bench-pretrade{i + 1}"),
+            env=dict(os.environ, **ROLES["pretrade"].env), stdout=log, stderr=log)
+            for i in range(args.workers)]
         deadline = time.monotonic() + 30
-        while not app.control.ping(timeout=0.5):
+        while len(app.control.ping(timeout=0.5)) < args.workers:
             if time.monotonic() > deadline:
-                raise RuntimeError("pretrade worker did not start")
+                raise RuntimeError("pretrade workers did not start")
         env = {k: v for k, v in os.environ.items() if k.startswith("RISK_")}
         base = {"env": env, "ids": ids, "marks": marks, "seed": 1, "duration": args.duration}
         n_seq = 1000 if args.quick else 3000
         result: dict = {"benchmark": "pretrade", "machine": machine(),
                         "accounts": args.accounts, "symbols": args.symbols,
+                        "pretrade_workers": args.workers,
                         "redis_transport": "unix" if args.unix_socket else "tcp"}
         result["floor_redis_request_reply"] = redis_floor(
             client_url(os.environ["RISK_BROKER_URL"]), n_seq)
@@ -353,8 +358,9 @@ def main() -> None:
              args.out)
     finally:
         stop.set()
-        if worker is not None:
+        for worker in workers:
             worker.terminate()
+        for worker in workers:
             worker.wait(timeout=20)
         for server in started:
             server.cleanup()

@@ -66,7 +66,8 @@ def client_main(mode: str, params: dict, out: mp.Queue) -> None:
 
     coalesce = mode == "coalesce"
     client = RiskClient(app, timeout=params.get("timeout", 2.0), coalesce=coalesce,
-                        window=params.get("window", 0.0005), max_batch=params.get("max_batch", 200))
+                        window=params.get("window", 0.0005), max_batch=params.get("max_batch", 200),
+                        max_in_flight=params.get("max_in_flight", 4))
     gen = _orders(params["ids"], params["marks"], params["seed"])
     lock = threading.Lock()
 

@@ -27,6 +27,8 @@ from risk_tasks.state.codec import (
 from risk_tasks.state.hotpath import HotConnection
 from risk_tasks.state.store import StateStore
 
+_STATES = {s.value.encode(): s for s in TradingState}
+_STATES[b""] = TradingState.ACTIVE  # never set: the platform starts active
 MAX_AUDITED_REQUEST = 4096  # bytes of a malformed request kept in the audit trail
 MAX_BATCH = 1000
 COMMIT_ATTEMPTS = 3
@@ -62,12 +64,11 @@ class PretradeService:
             return self._invalid(raw, exc, started)
         for _ in range(COMMIT_ATTEMPTS):
             reply = self.hot.call(*self._read(order))
-            outcome = self._replay_or_decide(order, raw, reply, started)
+            outcome = self._replay_or_decide(order, raw, reply, started, self.store.clock.time())
             if isinstance(outcome, Outcome):
                 return outcome
-            approved, result, audit = outcome
-            status = self.hot.call(*self._commit(order, approved, result, audit, reply))
-            final = self._after_commit(result, status)
+            status = self.hot.call(*self._commit(order, outcome, reply))
+            final = self._after_commit(outcome[1], status)
             if final is not None:
                 return final
         raise RuntimeError("platform or account state kept changing during the check")
@@ -89,14 +90,14 @@ class PretradeService:
                                       [self._read(order) for _, order in orders])
             pending = []
             commits = []
+            now = self.store.clock.time()  # one instant for the batch, as its read had
             for (i, order), reply in zip(orders, replies):
-                outcome = self._replay_or_decide(order, raws[i], reply, started)
+                outcome = self._replay_or_decide(order, raws[i], reply, started, now)
                 if isinstance(outcome, Outcome):
                     outcomes[i] = outcome
                     continue
-                approved, result, audit = outcome
-                commits.append(self._commit(order, approved, result, audit, reply))
-                pending.append((i, result))
+                commits.append(self._commit(order, outcome, reply))
+                pending.append((i, outcome[1]))
             statuses = self._call_many(self.store.check_commit_many, commits) if commits else []
             for (i, result), status in zip(pending, statuses):
                 final = self._after_commit(result, status)
@@ -123,20 +124,23 @@ class PretradeService:
                 (order.symbol, self.window_ms, f"{self.worker}:{next(_nonce)}",
                  keys.SHARD_PREFIX))
 
-    def _replay_or_decide(self, order: Order, raw: Any, reply: list,
-                          started: int) -> Outcome | tuple[bool, dict, bytes]:
+    def _replay_or_decide(self, order: Order, raw: Any, reply: list, started: int,
+                          now: float) -> Outcome | tuple[bool, dict, bytes, bytes, bytes]:
+        """A replayed decision, or (approved, result, its JSON, audit record, the account
+        status read) for the commit."""
         kind = reply[0]
         if kind == 1:
             return Outcome(orjson.loads(reply[1]), replayed=True)
-        now = self.store.clock.time()
-        state = reply[1].decode() or TradingState.ACTIVE.value
+        state = _STATES.get(reply[1]) or TradingState(reply[1].decode())
         config = self.store.config(reply[3])
+        status = b""
         if kind == 2:
-            ctx = CheckContext(now, TradingState(state), None, {}, config.specs, config.policies,
+            ctx = CheckContext(now, state, None, {}, config.specs, config.policies,
                                0, self.limits)
         else:
             _, _, _, _, acct, pos, syms, px, recent, hwm, day, dayid = reply
             fields = pairs(acct)
+            status = fields.get(b"status", b"")
             account = decode_account(
                 order.account_id, fields, decode_positions(pos), decode_slot(hwm),
                 decode_slot(day), bool(dayid) and dayid.decode() == day_id(now))
@@ -144,7 +148,7 @@ class PretradeService:
             for sym, mark in zip(syms, px):
                 if mark:
                     marks[sym.decode()] = decode_mark(mark)
-            ctx = CheckContext(now, TradingState(state), account, marks, config.specs,
+            ctx = CheckContext(now, state, account, marks, config.specs,
                                config.policies, recent, self.limits)
         metrics = approve_quickly(order, ctx)
         if metrics is not None:
@@ -163,17 +167,17 @@ class PretradeService:
         result_json = orjson.dumps(result)
         audit = b'{"r":' + result_json + b',"o":' + _request_json(raw) + \
             b',"ts":' + repr(now).encode() + b',"w":' + orjson.dumps(self.worker) + b"}"
-        return approved, result, audit
+        return approved, result, result_json, audit, status
 
-    def _commit(self, order: Order, approved: bool, result: dict, audit: bytes,
-                reply: list) -> tuple:
-        recheck = approved
-        fields = pairs(reply[4]) if recheck else {}
+    def _commit(self, order: Order, decided: tuple, reply: list) -> tuple:
+        """The commit of a decision: an approval re-checks the platform's state version
+        and the account's status it was decided on."""
+        approved, _, result_json, audit, status = decided
         return (self.store.check_commit_script,
                 (keys.idempotency(order.account_id, order.order_id), keys.PLATFORM_STATE,
                  keys.account(order.account_id), keys.AUDIT_STREAM),
-                (orjson.dumps(result), self.ttl, audit, "1" if recheck else "0",
-                 reply[2], fields.get(b"status", b"")))
+                (result_json, self.ttl, audit, "1" if approved else "0",
+                 reply[2], status if approved else b""))
 
     @staticmethod
     def _after_commit(result: dict, status: list) -> Outcome | None:

@@ -38,7 +38,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, emit, latency_summary, machine, start_services  # noqa: E402
+from bench.common import (  # noqa: E402
+    ROOT, emit, group_cpu_seconds, latency_summary, machine, redis_cpu_seconds, start_services,
+)
 from risk_tasks.settings import client_url  # noqa: E402
 
 
@@ -58,7 +60,7 @@ def _orders(ids: list[str], marks: dict[str, float], seed: int):
                "order_type": "MARKET"}
 
 
-def client_main(mode: str, params: dict, out: mp.Queue) -> None:
+def client_main(mode: str, params: dict, out: mp.Queue, ready) -> None:  # noqa: ANN001
     """One client process: ``threads`` callers, open or closed loop, for ``duration`` s."""
     os.environ.update(params["env"])
     from risk_tasks.app import app
@@ -99,6 +101,9 @@ def client_main(mode: str, params: dict, out: mp.Queue) -> None:
     latencies: list[float] = []
     failed = [0]
     decided = [0]
+    # Every process measures the same window: all start when the last one has started
+    # up and warmed up, for ``duration`` seconds.
+    ready.wait(timeout=120)
     stop_at = time.perf_counter() + params["duration"]
     threads = params["threads"]
     batch = params.get("batch", 0)
@@ -136,33 +141,50 @@ def client_main(mode: str, params: dict, out: mp.Queue) -> None:
 
     workers = [threading.Thread(target=caller, args=(i,)) for i in range(threads)]
     begun = time.perf_counter()
+    began_wall = time.time()
     for t in workers:
         t.start()
     for t in workers:
         t.join()
     elapsed = time.perf_counter() - begun
+    ended_wall = time.time()
     client.close()
     out.put({"latencies": latencies, "failed": failed[0], "decided": decided[0],
-             "elapsed": elapsed})
+             "elapsed": elapsed, "began": began_wall, "ended": ended_wall})
 
 
 def run_clients(mode: str, processes: int, params: dict) -> dict:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
+    ready = ctx.Barrier(processes)
     procs = []
     for i in range(processes):
         p = dict(params, seed=params["seed"] + i)
-        procs.append(ctx.Process(target=client_main, args=(mode, p, out)))
+        procs.append(ctx.Process(target=client_main, args=(mode, p, out, ready)))
     for p in procs:
         p.start()
     results = [out.get(timeout=params["duration"] + 120) for _ in procs]
     for p in procs:
         p.join(timeout=30)
     latencies = [x for r in results for x in r["latencies"]]
-    elapsed = max(r["elapsed"] for r in results)
+    # decisions over the window from the first process's start to the last one's end
+    elapsed = max(r["ended"] for r in results) - min(r["began"] for r in results)
     decided = sum(r["decided"] for r in results)
     return {"decided": decided, "failed_closed": sum(r["failed"] for r in results),
             "per_second": round(decided / elapsed, 1), **latency_summary(latencies)}
+
+
+def with_cpu(worker_pids: list[int], redis_client, run) -> dict:  # noqa: ANN001
+    """``run()``'s figures plus the CPU the pretrade workers and Redis spent on it, per
+    decision (the clients' own CPU is not counted)."""
+    workers_before = sum(group_cpu_seconds(pid) for pid in worker_pids)
+    redis_before = redis_cpu_seconds(redis_client)
+    step = run()
+    decided = max(step["decided"], 1)
+    step["worker_cpu_us"] = round(
+        (sum(group_cpu_seconds(pid) for pid in worker_pids) - workers_before) / decided * 1e6, 1)
+    step["redis_cpu_us"] = round((redis_cpu_seconds(redis_client) - redis_before) / decided * 1e6, 1)
+    return step
 
 
 # -- FLOOR AND NO-OP --
@@ -295,6 +317,7 @@ def main() -> None:
     try:
         from risk_tasks.app import app
         from risk_tasks.roles import ROLES, worker_command
+        from risk_tasks.runtime import runtime
 
         ids, marks = populate(args.accounts, args.symbols)
         refresher = threading.Thread(target=refresh_prices, args=(stop,), daemon=True)
@@ -303,7 +326,8 @@ def main() -> None:
             if (Path(__file__).resolve().parent.parent / "var").is_dir() else subprocess.DEVNULL
         workers = [subprocess.Popen(
             worker_command("pretrade", name="bench-pretrade" if i == 0 else f"bench-pretrade{i + 1}"),
-            env=dict(os.environ, **ROLES["pretrade"].env), stdout=log, stderr=log)
+            env=dict(os.environ, **ROLES["pretrade"].env), stdout=log, stderr=log,
+            start_new_session=True)
             for i in range(args.workers)]
         deadline = time.monotonic() + 30
         while len(app.control.ping(timeout=0.5)) < args.workers:
@@ -323,20 +347,27 @@ def main() -> None:
         os.environ.update(PLAIN_BROKER_URL=spare_db(os.environ["RISK_BROKER_URL"], 3),
                           PLAIN_RESULT_BACKEND=spare_db(os.environ["RISK_BROKER_URL"], 4))
         result["plain_celery_noop"] = plain_celery_reference(n_seq, base)
-        result["check_order_sequential"] = run_clients("single", 1, dict(base, threads=1))
+        pids = [w.pid for w in workers]
+        store_client = runtime().redis
+
+        def engine(mode: str, processes: int, params: dict) -> dict:
+            return with_cpu(pids, store_client,
+                            lambda: run_clients(mode, processes, params))
+
+        result["check_order_sequential"] = engine("single", 1, dict(base, threads=1))
         steady = {}
         for rate in [float(r) for r in args.rates.split(",")]:
             procs = 1 if rate <= 200 else 2
-            steady[str(int(rate))] = run_clients(
+            steady[str(int(rate))] = engine(
                 "single", procs, dict(base, rate=rate / procs, threads=4))
         result["check_order_offered"] = steady
-        result["check_order_saturation"] = run_clients("single", 2, dict(base, threads=4))
-        result["batch_saturation"] = run_clients("single", 2, dict(base, threads=2, batch=100))
-        result["batch_offered_5000"] = run_clients(
+        result["check_order_saturation"] = engine("single", 2, dict(base, threads=4))
+        result["batch_saturation"] = engine("single", 2, dict(base, threads=2, batch=100))
+        result["batch_offered_5000"] = engine(
             "single", 2, dict(base, threads=2, batch=50, rate=2500.0))
-        result["coalesce_offered_5000"] = run_clients(
+        result["coalesce_offered_5000"] = engine(
             "coalesce", 2, dict(base, threads=64, rate=2500.0, window=0.0005))
-        result["coalesce_saturation"] = run_clients(
+        result["coalesce_saturation"] = engine(
             "coalesce", 2, dict(base, threads=64, window=0.0005))
         rows = [
             {"path": "bare Redis request/reply (floor)", **result["floor_redis_request_reply"]},
@@ -355,7 +386,8 @@ def main() -> None:
             {"path": "coalescing client saturation", **result["coalesce_saturation"]},
         ]
         emit("pre-trade round trip (ms; per_second = decisions/s)", result, rows,
-             ["path", "per_second", "p50_ms", "p99_ms", "p999_ms", "failed_closed", "samples"],
+             ["path", "per_second", "p50_ms", "p99_ms", "p999_ms", "failed_closed", "samples",
+              "worker_cpu_us", "redis_cpu_us"],
              args.out)
     finally:
         stop.set()

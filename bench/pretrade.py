@@ -69,7 +69,8 @@ def client_main(mode: str, params: dict, out: mp.Queue, ready) -> None:  # noqa:
     coalesce = mode == "coalesce"
     client = RiskClient(app, timeout=params.get("timeout", 2.0), coalesce=coalesce,
                         window=params.get("window", 0.0005), max_batch=params.get("max_batch", 200),
-                        max_in_flight=params.get("max_in_flight", 4))
+                        **({"max_in_flight": params["max_in_flight"]}
+                           if params.get("max_in_flight") else {}))
     gen = _orders(params["ids"], params["marks"], params["seed"])
     lock = threading.Lock()
 
@@ -305,6 +306,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="pretrade worker processes (each one solo process, as the role "
                              "runs them; scaling adds processes)")
+    parser.add_argument("--max-in-flight", type=int, default=None,
+                        help="batches one coalescing client keeps outstanding (default: "
+                             "RiskClient's)")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
     if args.quick:
@@ -334,11 +338,13 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError("pretrade workers did not start")
         env = {k: v for k, v in os.environ.items() if k.startswith("RISK_")}
-        base = {"env": env, "ids": ids, "marks": marks, "seed": 1, "duration": args.duration}
+        base = {"env": env, "ids": ids, "marks": marks, "seed": 1, "duration": args.duration,
+                "max_in_flight": args.max_in_flight}
         n_seq = 1000 if args.quick else 3000
         result: dict = {"benchmark": "pretrade", "machine": machine(),
                         "accounts": args.accounts, "symbols": args.symbols,
                         "pretrade_workers": args.workers,
+                        "coalescing_max_in_flight": args.max_in_flight,
                         "redis_transport": "unix" if args.unix_socket else "tcp"}
         result["floor_redis_request_reply"] = redis_floor(
             client_url(os.environ["RISK_BROKER_URL"]), n_seq)

@@ -1,0 +1,121 @@
+"""CPU of one pre-trade decision, in process, step by step.
+
+``bench/pretrade.py`` measures the whole system through the broker; this one runs the
+steps of ``PretradeService`` on the benchmark's population in one process and counts
+this process's CPU (``time.process_time``, the best of five passes over the same
+orders) and, for whole batches, the Redis server's (``INFO cpu``):
+
+- ``validate``: ``validate_order``;
+- ``decode``: the read script's reply to the engine's ``CheckContext``;
+- ``approve_quickly`` and ``decide``: the one-pass approval and the full decision with
+  its result dict, on the same contexts;
+- ``replay_or_decide``: what the service does between its read and its commit;
+- ``check_batch``: whole batches of 100 (validation, both scripts, decisions), with
+  Redis's CPU per order beside the process's.
+
+    .venv/bin/python bench/pretrade_cpu.py [--accounts 10000] [--orders 2000] [--out FILE]
+
+Prints JSON and a table; asserts nothing about the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import emit, machine, redis_cpu_seconds, start_services  # noqa: E402
+
+
+def per_order_us(run, n: int, passes: int = 5) -> float:  # noqa: ANN001
+    """The least CPU per order over ``passes`` runs of ``run()`` (``n`` orders each)."""
+    best = float("inf")
+    for _ in range(passes):
+        started = time.process_time()
+        run()
+        best = min(best, time.process_time() - started)
+    return round(best / n * 1e6, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument("--orders", type=int, default=2_000)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    started = start_services()
+    os.environ.setdefault("RISK_RATE_LIMIT_PER_SECOND", "1000000")  # measure the path
+    os.environ.setdefault("RISK_PRICE_STALE_SECONDS", "600")
+    try:
+        from bench.pretrade import _orders, populate
+        from risk_tasks.engine.model import TradingState
+        from risk_tasks.engine.pretrade import CheckContext, approve_quickly, decide
+        from risk_tasks.engine.validation import validate_order
+        from risk_tasks.runtime import runtime
+        from risk_tasks.state.codec import (
+            day_id, decode_account, decode_mark, decode_positions, decode_slot, pairs,
+        )
+
+        ids, marks = populate(args.accounts, 50)
+        rt = runtime()
+        svc = rt.pretrade
+        n = args.orders
+        gen = _orders(ids, marks, 1)
+        raws = [next(gen) for _ in range(n)]
+        orders = [validate_order(r) for r in raws]
+        replies = svc._call_many(svc.store.check_read_many, [svc._read(o) for o in orders])
+        now = svc.store.clock.time()
+        config = svc.store.config(replies[0][3])
+
+        def context(order, reply) -> CheckContext:  # noqa: ANN001
+            _, state, _, _, acct, pos, syms, px, recent, hwm, day, dayid = reply
+            account = decode_account(
+                order.account_id, pairs(acct), decode_positions(pos), decode_slot(hwm),
+                decode_slot(day), bool(dayid) and dayid.decode() == day_id(now))
+            found = {s.decode(): decode_mark(m) for s, m in zip(syms, px) if m}
+            return CheckContext(now, TradingState(state.decode() or "ACTIVE"), account, found,
+                                config.specs, config.policies, recent, svc.limits)
+
+        contexts = [context(o, r) for o, r in zip(orders, replies)]
+        answered = sum(approve_quickly(o, c) is not None for o, c in zip(orders, contexts))
+        t0 = time.perf_counter_ns()
+        steps = {
+            "validate": per_order_us(lambda: [validate_order(r) for r in raws], n),
+            "decode": per_order_us(
+                lambda: [context(o, r) for o, r in zip(orders, replies)], n),
+            "approve_quickly": per_order_us(
+                lambda: [approve_quickly(o, c) for o, c in zip(orders, contexts)], n),
+            "decide": per_order_us(
+                lambda: [decide(o, c).to_dict(o.order_id, o.account_id, 0)
+                         for o, c in zip(orders, contexts)], n),
+            "replay_or_decide": per_order_us(
+                lambda: [svc._replay_or_decide(o, r, rep, t0, now)
+                         for o, r, rep in zip(orders, raws, replies)], n),
+        }
+        # whole batches of 100, new orders each pass (a repeated id would be a replay)
+        batches = [[next(gen) for _ in range(100)] for _ in range(5 * (n // 100))]
+        chunks = iter([batches[i::5] for i in range(5)])
+        redis = rt.redis
+        redis_before = redis_cpu_seconds(redis)
+        steps["check_batch"] = per_order_us(
+            lambda: [svc.check_batch(b) for b in next(chunks)], 100 * (n // 100))
+        redis_per_order = round(
+            (redis_cpu_seconds(redis) - redis_before) / (len(batches) * 100) * 1e6, 1)
+        result = {"benchmark": "pretrade_cpu", "machine": machine(), "accounts": args.accounts,
+                  "orders": n, "answered_in_one_pass": answered, "cpu_us_per_order": steps,
+                  "redis_cpu_us_per_batched_order": redis_per_order}
+        rows = [{"step": k, "cpu_us_per_order": v} for k, v in steps.items()]
+        rows.append({"step": "check_batch: Redis", "cpu_us_per_order": redis_per_order})
+        emit("pre-trade CPU per order, in process", result, rows,
+             ["step", "cpu_us_per_order"], args.out)
+    finally:
+        for server in started:
+            server.cleanup()
+
+
+if __name__ == "__main__":
+    main()

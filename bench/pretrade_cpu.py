@@ -52,13 +52,9 @@ def main() -> None:
     os.environ.setdefault("RISK_PRICE_STALE_SECONDS", "600")
     try:
         from bench.pretrade import _orders, populate
-        from risk_tasks.engine.model import TradingState
-        from risk_tasks.engine.pretrade import CheckContext, approve_quickly, decide
+        from risk_tasks.engine.pretrade import approve_quickly, decide
         from risk_tasks.engine.validation import validate_order
         from risk_tasks.runtime import runtime
-        from risk_tasks.state.codec import (
-            day_id, decode_account, decode_mark, decode_positions, decode_slot, pairs,
-        )
 
         ids, marks = populate(args.accounts, 50)
         rt = runtime()
@@ -69,16 +65,9 @@ def main() -> None:
         orders = [validate_order(r) for r in raws]
         replies = svc._call_many(svc.store.check_read_many, [svc._read(o) for o in orders])
         now = svc.store.clock.time()
-        config = svc.store.config(replies[0][3])
 
-        def context(order, reply) -> CheckContext:  # noqa: ANN001
-            _, state, _, _, acct, pos, syms, px, recent, hwm, day, dayid = reply
-            account = decode_account(
-                order.account_id, pairs(acct), decode_positions(pos), decode_slot(hwm),
-                decode_slot(day), bool(dayid) and dayid.decode() == day_id(now))
-            found = {s.decode(): decode_mark(m) for s, m in zip(syms, px) if m}
-            return CheckContext(now, TradingState(state.decode() or "ACTIVE"), account, found,
-                                config.specs, config.policies, recent, svc.limits)
+        def context(order, reply):  # noqa: ANN001, ANN202
+            return svc._context(order, reply, now)[0]
 
         contexts = [context(o, r) for o, r in zip(orders, replies)]
         answered = sum(approve_quickly(o, c) is not None for o, c in zip(orders, contexts))

@@ -128,28 +128,9 @@ class PretradeService:
                           now: float) -> Outcome | tuple[bool, dict, bytes, bytes, bytes]:
         """A replayed decision, or (approved, result, its JSON, audit record, the account
         status read) for the commit."""
-        kind = reply[0]
-        if kind == 1:
+        if reply[0] == 1:
             return Outcome(orjson.loads(reply[1]), replayed=True)
-        state = _STATES.get(reply[1]) or TradingState(reply[1].decode())
-        config = self.store.config(reply[3])
-        status = b""
-        if kind == 2:
-            ctx = CheckContext(now, state, None, {}, config.specs, config.policies,
-                               0, self.limits)
-        else:
-            _, _, _, _, acct, pos, syms, px, recent, hwm, day, dayid = reply
-            fields = pairs(acct)
-            status = fields.get(b"status", b"")
-            account = decode_account(
-                order.account_id, fields, decode_positions(pos), decode_slot(hwm),
-                decode_slot(day), bool(dayid) and dayid.decode() == day_id(now))
-            marks = {}
-            for sym, mark in zip(syms, px):
-                if mark:
-                    marks[sym.decode()] = decode_mark(mark)
-            ctx = CheckContext(now, state, account, marks, config.specs,
-                               config.policies, recent, self.limits)
+        ctx, status = self._context(order, reply, now)
         metrics = approve_quickly(order, ctx)
         if metrics is not None:
             approved = True
@@ -168,6 +149,26 @@ class PretradeService:
         audit = b'{"r":' + result_json + b',"o":' + _request_json(raw) + \
             b',"ts":' + repr(now).encode() + b',"w":' + orjson.dumps(self.worker) + b"}"
         return approved, result, result_json, audit, status
+
+    def _context(self, order: Order, reply: list, now: float) -> tuple[CheckContext, bytes]:
+        """What a decision reads, from the read script's reply (not a replay), and the
+        account's status as stored, which an approval's commit re-checks."""
+        state = _STATES.get(reply[1]) or TradingState(reply[1].decode())
+        config = self.store.config(reply[3])
+        if reply[0] == 2:
+            return CheckContext(now, state, None, {}, config.specs, config.policies, 0,
+                                self.limits), b""
+        _, _, _, _, acct, pos, syms, px, recent, hwm, day, dayid = reply
+        fields = pairs(acct)
+        account = decode_account(
+            order.account_id, fields, decode_positions(pos), decode_slot(hwm),
+            decode_slot(day), bool(dayid) and dayid.decode() == day_id(now))
+        marks = {}
+        for sym, mark in zip(syms, px):
+            if mark:
+                marks[sym.decode()] = decode_mark(mark)
+        return CheckContext(now, state, account, marks, config.specs, config.policies,
+                            recent, self.limits), fields.get(b"status", b"")
 
     def _commit(self, order: Order, decided: tuple, reply: list) -> tuple:
         """The commit of a decision: an approval re-checks the platform's state version

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Mapping, Sequence
 
-from risk_tasks.engine.metrics import compute_metrics
+from risk_tasks.engine.metrics import compute_metrics, drawdown
 from risk_tasks.engine.model import (
     ENGINE_CONTEXT, ZERO, Account, Mark, Metrics, Order, OrderType, Policy, Position, Reason,
     Side, SymbolSpec, TradingState, exact,
@@ -229,15 +229,13 @@ def approve_quickly(order: Order, ctx: CheckContext) -> dict | None:
         upnl = notional = margin_used = maintenance = ZERO
         by_symbol: dict[str, Decimal] = {}
         for s, p in (positions if held is not None else {**positions, symbol: None}).items():
-            if s == symbol:
-                qq, m, e, sp = new_q, price, new_entry, spec
-            else:
-                qq = p.quantity
-                if not qq:
-                    continue
-                m, e, sp = marks[s].price, p.entry_price, specs[s]
+            qq = new_q if s == symbol else p.quantity
             if not qq:
                 continue
+            if s == symbol:
+                m, e, sp = price, new_entry, spec
+            else:
+                m, e, sp = marks[s].price, p.entry_price, specs[s]
             n = abs(qq) * m
             upnl += qq * (m - e)
             notional += n
@@ -254,8 +252,8 @@ def approve_quickly(order: Order, ctx: CheckContext) -> dict | None:
         margin_ratio = equity / margin_used if margin_used else None
         leverage = notional / equity if positive else None
         concentration = {s: (n / equity if positive else None) for s, n in by_symbol.items()}
-        daily = _drawdown(account.daily_start_equity, equity)
-        peak = _drawdown(account.peak_equity, equity)
+        daily = drawdown(account.daily_start_equity, equity)
+        peak = drawdown(account.peak_equity, equity)
         # the policies (policies.evaluate): any violation, even a warning, goes to decide
         undefined_exposure = INFINITY if notional else ZERO
         for policy in ctx.policies:
@@ -296,14 +294,6 @@ def approve_quickly(order: Order, ctx: CheckContext) -> dict | None:
                               for s, c in concentration.items()},
             "open_positions": len(by_symbol),
         }
-
-
-def _drawdown(reference: Decimal, equity: Decimal) -> Decimal:
-    """``metrics.drawdown``, inside the caller's context."""
-    if reference <= 0:
-        return ZERO
-    dd = (reference - equity) / reference
-    return dd if dd > 0 else ZERO
 
 
 # -- HELPERS --

@@ -11,7 +11,10 @@ orders) and, for whole batches, the Redis server's (``INFO cpu``):
   its result dict, on the same contexts;
 - ``replay_or_decide``: what the service does between its read and its commit;
 - ``check_batch``: whole batches of 100 (validation, both scripts, decisions), with
-  Redis's CPU per order beside the process's.
+  Redis's CPU per order beside the process's;
+- ``check_then_store`` and ``check_storing_in_commit``: single checks and their task's
+  result, stored by a write of its own (``store_plain_success``) or by the commit
+  script (``SuccessTarget``), with Redis's CPU per order.
 
     .venv/bin/python bench/pretrade_cpu.py [--accounts 10000] [--orders 2000] [--out FILE]
 
@@ -24,6 +27,7 @@ import argparse
 import os
 import sys
 import time
+from itertools import count
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -54,6 +58,7 @@ def main() -> None:
         from bench.pretrade import _orders, populate
         from risk_tasks.engine.pretrade import approve_quickly, decide
         from risk_tasks.engine.validation import validate_order
+        from risk_tasks.app import app
         from risk_tasks.runtime import runtime
 
         ids, marks = populate(args.accounts, 50)
@@ -94,11 +99,36 @@ def main() -> None:
             lambda: [svc.check_batch(b) for b in next(chunks)], 100 * (n // 100))
         redis_per_order = round(
             (redis_cpu_seconds(redis) - redis_before) / (len(batches) * 100) * 1e6, 1)
+        # single checks and their task's result, new orders each pass
+        backend = app.backend
+        singles_n = max(n // 4, 1)
+        redis_single = {}
+
+        def single(name: str, check_one) -> None:  # noqa: ANN001
+            passes = iter([[next(gen) for _ in range(singles_n)] for _ in range(5)])
+            before = redis_cpu_seconds(redis)
+            steps[name] = per_order_us(lambda: [check_one(o) for o in next(passes)], singles_n)
+            redis_single[name] = round(
+                (redis_cpu_seconds(redis) - before) / (5 * singles_n) * 1e6, 1)
+
+        ids_ = count()
+
+        def then_store(raw: dict) -> None:
+            task_id = f"bench-cpu-{next(ids_)}"
+            backend.store_plain_success(task_id, svc.check(raw).result)
+
+        def in_commit(raw: dict) -> None:
+            svc.check(raw, backend.success_target(f"bench-cpu-{next(ids_)}"))
+
+        single("check_then_store", then_store)
+        single("check_storing_in_commit", in_commit)
         result = {"benchmark": "pretrade_cpu", "machine": machine(), "accounts": args.accounts,
                   "orders": n, "answered_in_one_pass": answered, "cpu_us_per_order": steps,
-                  "redis_cpu_us_per_batched_order": redis_per_order}
+                  "redis_cpu_us_per_batched_order": redis_per_order,
+                  "redis_cpu_us_per_single_check": redis_single}
         rows = [{"step": k, "cpu_us_per_order": v} for k, v in steps.items()]
         rows.append({"step": "check_batch: Redis", "cpu_us_per_order": redis_per_order})
+        rows += [{"step": f"{k}: Redis", "cpu_us_per_order": v} for k, v in redis_single.items()]
         emit("pre-trade CPU per order, in process", result, rows,
              ["step", "cpu_us_per_order"], args.out)
     finally:

@@ -5,7 +5,8 @@ fires ``task_received``, passes the request to the pool, and the pool runs it th
 the tracer (signals, state bookkeeping, result store, logging). On the pretrade worker
 (solo pool, at-most-once, no time limits) most of that is per-message overhead for a
 task that takes a fraction of a millisecond. This strategy runs a plain pre-trade call
-in the consumer itself: decode, run, store the result in the result backend, acknowledge,
+in the consumer itself: decode, run, store the result in the result backend (or let the
+task store it in its own last round trip, ``run_replying``), acknowledge,
 and send the same task events (``task-received``, ``task-succeeded`` / ``task-failed``)
 when the task sends events (the pre-trade tasks do only with
 ``RISK_PRETRADE_TASK_EVENTS``), so Flower and the result backend see what they always see.
@@ -95,6 +96,10 @@ def pretrade(task, app, consumer, **options: Any):  # noqa: ANN001, ANN201
     backend = task.backend
     # RiskRedisBackend's cheaper write of the same document, when that is the backend
     store_success = getattr(backend, "store_plain_success", None)
+    # A task that can store its own success in its last round trip (risk.check_order):
+    # ``run_replying(*args, success=target, **kwargs)`` returns (result, stored).
+    success_target = getattr(backend, "success_target", None)
+    run_replying = getattr(task, "run_replying", None) if success_target else None
     run = task.run
     name = task.name
     repr_size = task.resultrepr_maxsize
@@ -116,8 +121,13 @@ def pretrade(task, app, consumer, **options: Any):  # noqa: ANN001, ANN201
         worker_state.total_count[name] += 1
         worker_state.all_total_count[0] += 1
         started = time.monotonic()
+        stored = False
         try:
-            result = run(*args, **call_kwargs)
+            if run_replying is not None:
+                result, stored = run_replying(*args, success=success_target(task_id),
+                                              **call_kwargs)
+            else:
+                result = run(*args, **call_kwargs)
         except Exception as exc:  # noqa: BLE001 - reported to the caller as Celery would
             log.exception("task %s[%s] raised", name, task_id)
             _finish(lambda: backend.mark_as_failure(task_id, exc, request=call), task_id)
@@ -127,11 +137,12 @@ def pretrade(task, app, consumer, **options: Any):  # noqa: ANN001, ANN201
                                            exception=saferepr(exc), traceback=None,
                                            hostname=hostname), task_id)
             return None
-        if store_success is not None:
-            _finish(lambda: store_success(task_id, result), task_id)
-        else:
-            _finish(lambda: backend.store_result(task_id, result, states.SUCCESS,
-                                                 request=call), task_id)
+        if not stored:
+            if store_success is not None:
+                _finish(lambda: store_success(task_id, result), task_id)
+            else:
+                _finish(lambda: backend.store_result(task_id, result, states.SUCCESS,
+                                                     request=call), task_id)
         ack(log, connection_errors)
         if send_event is not None:
             _finish(lambda: send_event("task-succeeded", uuid=task_id,

@@ -4,6 +4,10 @@ Two Redis round trips per check (one pipelined round trip per batch of checks), 
 PostgreSQL: the decision and its audit record are written to Redis atomically and the
 audit stream is drained to PostgreSQL elsewhere. A decision is stored under its
 ``order_id`` for 25 hours, so a client that timed out may retry and get the same answer.
+
+A single check given its task's ``SuccessTarget`` on the same Redis server stores the
+task's result in its commit, so the worker needs no third round trip for it
+(``Outcome.replied`` says it did).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import orjson
 from risk_tasks.engine.model import Order, Reason, TradingState
 from risk_tasks.engine.pretrade import CheckContext, PretradeLimits, approve_quickly, decide
 from risk_tasks.engine.validation import InvalidInput, validate_order
+from risk_tasks.result_backend import SuccessTarget, redis_server
 from risk_tasks.state import keys
 from risk_tasks.state.codec import (
     day_id, decode_account, decode_mark, decode_positions, decode_slot, pairs,
@@ -38,10 +43,12 @@ _nonce = count()
 
 @dataclass(slots=True)
 class Outcome:
-    """A finished check: the result dict and whether it replays an earlier decision."""
+    """A finished check: the result dict, whether it replays an earlier decision, and
+    whether its commit also stored it as its task's result."""
 
     result: dict[str, Any]
     replayed: bool = False
+    replied: bool = False
 
 
 class PretradeService:
@@ -53,23 +60,34 @@ class PretradeService:
         self.ttl = str(settings.idempotency_ttl_seconds)
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
         self.hot = HotConnection(store.redis)
+        self.server = redis_server(store.redis)
 
     # -- ONE ORDER --
 
-    def check(self, raw: Any) -> Outcome:
+    def check(self, raw: Any, success: SuccessTarget | None = None) -> Outcome:
+        """The decision on one order. With ``success`` (its task's result, on this
+        Redis server) a decision committed by this check is also stored there."""
         started = time.perf_counter_ns()
         try:
             order = validate_order(raw)
         except InvalidInput as exc:
             return self._invalid(raw, exc, started)
+        if success is not None and success.server != self.server:
+            success = None
         for _ in range(COMMIT_ATTEMPTS):
             reply = self.hot.call(*self._read(order))
             outcome = self._replay_or_decide(order, raw, reply, started, self.store.clock.time())
             if isinstance(outcome, Outcome):
                 return outcome
-            status = self.hot.call(*self._commit(order, outcome, reply))
+            commit = self._commit(order, outcome, reply)
+            if success is not None:
+                script, commit_keys, args = commit
+                commit = (self.store.check_commit_replying, (*commit_keys, success.key),
+                          (*args, success.document(outcome[2]), success.expires, success.db))
+            status = self.hot.call(*commit)
             final = self._after_commit(outcome[1], status)
             if final is not None:
+                final.replied = success is not None and not final.replayed
                 return final
         raise RuntimeError("platform or account state kept changing during the check")
 

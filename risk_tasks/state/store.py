@@ -87,6 +87,22 @@ return out
     return one, many
 
 
+def _replying(name: str, function: str, keys_per: int, args_per: int) -> str:
+    """The one-item script of ``_one_and_many`` that, when the call returns ``{'OK'}``,
+    also stores and publishes a task's result document as Celery's Redis result backend
+    does (in the backend's database, which the script selects for itself): one more key,
+    the result's, and three more arguments, its document, expiry (s) and database."""
+    k, a = keys_per + 1, args_per
+    return _script(name) + f"""local status = {function}(KEYS, ARGV)
+if status[1] == 'OK' then
+  redis.call('SELECT', ARGV[{a + 3}])
+  redis.call('SET', KEYS[{k}], ARGV[{a + 1}], 'EX', ARGV[{a + 2}])
+  redis.call('PUBLISH', KEYS[{k}], ARGV[{a + 1}])
+end
+return status
+"""
+
+
 def connect(url: str, socket_timeout: float = 5.0) -> redis.Redis:
     """A Redis client for the state store: bytes replies, retries on connection loss."""
     from redis.backoff import ExponentialBackoff
@@ -114,6 +130,8 @@ class StateStore:
         self.check_read_many = client.register_script(read_many)
         self.check_commit_script = client.register_script(commit_one)
         self.check_commit_many = client.register_script(commit_many)
+        self.check_commit_replying = client.register_script(
+            _replying("check_commit.lua", "check_commit", 4, 6))
         self._account_commit = client.register_script(_script("account_commit.lua"))
         self._ingest_prices = client.register_script(_script("ingest_prices.lua"))
         self._config: ConfigSnapshot | None = None

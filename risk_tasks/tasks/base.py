@@ -248,7 +248,7 @@ def risk_task(name: str, **options: Any) -> Callable[[Callable], Task]:
         defaults["base"] = ActionTask
     defaults.update(options)
     for attr in ("idempotency_key", "on_dead_letter", "batch_run", "batch_prepare",
-                 "batch_steps"):
+                 "batch_steps", "run_replying"):
         if attr in defaults:
             defaults[attr] = staticmethod(defaults[attr])
     return app.task(name=name, **defaults)

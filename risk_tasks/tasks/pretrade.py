@@ -12,6 +12,7 @@ from typing import Any
 from risk_tasks.accounts import account_metrics
 from risk_tasks.metrics import observe_check, observe_checks
 from risk_tasks.pretrade import MAX_BATCH, Outcome
+from risk_tasks.result_backend import SuccessTarget
 from risk_tasks.runtime import runtime
 from risk_tasks.settings import get_settings
 from risk_tasks.tasks.base import risk_task
@@ -27,13 +28,20 @@ FAST = "risk_tasks.fastpath:pretrade"
 EVENTS = get_settings().pretrade_task_events
 
 
+def _check(order: Any, *, success: SuccessTarget | None = None) -> tuple[dict, bool]:
+    """The decision, and whether its commit also stored it as the task's result (given
+    ``success``, where the task's result goes: see risk_tasks.result_backend)."""
+    outcome = runtime().pretrade.check(order, success)
+    observe_check(outcome)
+    return outcome.result, outcome.replied
+
+
 @risk_task("risk.check_order", ignore_result=False, acks_late=False,
-           resultrepr_maxsize=RESULT_REPR, Strategy=FAST, send_events=EVENTS)
+           resultrepr_maxsize=RESULT_REPR, Strategy=FAST, send_events=EVENTS,
+           run_replying=_check)
 def check_order(order: Any) -> dict:
     """Approve or reject one order. Malformed input of any shape is ``invalid_request``."""
-    outcome = runtime().pretrade.check(order)
-    observe_check(outcome)
-    return outcome.result
+    return _check(order)[0]
 
 
 @risk_task("risk.check_order_batch", ignore_result=False, acks_late=False,

@@ -116,6 +116,63 @@ def test_the_fast_result_write_stores_and_publishes_what_celery_would(app):
     assert app.AsyncResult("fp-fast").get(timeout=5) == decision
 
 
+def test_a_check_stores_its_result_in_its_commit_and_a_replay_in_the_fast_write(
+        app, session_worker, priced, rt):
+    # given: every command the Redis server runs, and where it came from
+    commands: list[str] = []
+    with rt.store.redis.monitor() as monitor:
+        # when: a check, then the same order again (replayed at the read)
+        first = app.send_task("risk.check_order", [order("fp-fold")])
+        decision = first.get(timeout=10)
+        again = app.send_task("risk.check_order", [order("fp-fold")])
+        assert again.get(timeout=10) == decision
+        for command in monitor.listen():
+            commands.append((command.get("client_type"), command["command"]))
+            if again.id in command["command"] and command["command"].startswith("PUBLISH"):
+                break
+
+    def writes_of(task_id: str) -> list[tuple[str, str]]:
+        return sorted((source, c.split()[0]) for source, c in commands
+                      if c.startswith(("SET ", "PUBLISH ")) and task_id in c)
+
+    # then: the decision's result was written (and published) inside the commit script,
+    # the replay's by the worker's own round trip
+    assert writes_of(first.id) == [("lua", "PUBLISH"), ("lua", "SET")], commands
+    replay_writes = writes_of(again.id)
+    assert [w for _, w in replay_writes] == ["PUBLISH", "SET"]
+    assert "lua" not in [source for source, _ in replay_writes]
+    assert app.AsyncResult(first.id).state == "SUCCESS"
+    assert app.AsyncResult(again.id).get(timeout=5) == decision
+
+
+def test_a_committed_result_is_the_document_celery_stores(app, rt, priced):
+    from risk_tasks.result_backend import SuccessTarget
+
+    backend = app.backend
+    target = backend.success_target("fp-commit")
+    # when: a check whose commit stores its task's result, and one on another server
+    outcome = rt.pretrade.check(order("fp-commit-1"), target)
+    elsewhere = SuccessTarget("fp-elsewhere", backend.get_key_for_task("fp-elsewhere"),
+                              target.db, target.expires, ("10.0.0.9", 6379, None, None),
+                              backend)
+    other = rt.pretrade.check(order("fp-commit-2"), elsewhere)
+    # then: the first is stored as Celery would store it, with its expiry; the second
+    # is left to the caller of check() to store
+    assert outcome.replied and not other.replied
+    backend.store_result("fp-celery-doc", outcome.result, "SUCCESS",
+                         request=PlainCall("fp-celery-doc", "risk.check_order", "h", [], {}, None))
+    ours = backend.decode(backend.client.get(target.key))
+    celerys = backend.decode(backend.client.get(backend.get_key_for_task("fp-celery-doc")))
+    assert ours.pop("task_id") == "fp-commit" and celerys.pop("task_id") == "fp-celery-doc"
+    assert datetime.fromisoformat(ours.pop("date_done")).tzinfo is not None
+    celerys.pop("date_done")
+    assert ours == celerys
+    assert 0 < backend.client.ttl(target.key) <= target.expires
+    assert backend.client.get(elsewhere.key) is None
+    # and the state store's own keys stayed in its database
+    assert rt.store.redis.get(target.key) is None
+
+
 def test_expiry_parsing():
     now = datetime.now(timezone.utc)
     assert _expired((now - timedelta(seconds=1)).isoformat())

@@ -14,7 +14,8 @@ orders) and, for whole batches, the Redis server's (``INFO cpu``):
   Redis's CPU per order beside the process's;
 - ``check_then_store`` and ``check_storing_in_commit``: single checks and their task's
   result, stored by a write of its own (``store_plain_success``) or by the commit
-  script (``SuccessTarget``), with Redis's CPU per order.
+  script (``SuccessTarget``), with Redis's CPU per order; ``batch_of_20_...``: the same
+  for batches of 20 (about what the coalescing client sends at a few thousand orders/s).
 
     .venv/bin/python bench/pretrade_cpu.py [--accounts 10000] [--orders 2000] [--out FILE]
 
@@ -104,24 +105,31 @@ def main() -> None:
         singles_n = max(n // 4, 1)
         redis_single = {}
 
-        def single(name: str, check_one) -> None:  # noqa: ANN001
-            passes = iter([[next(gen) for _ in range(singles_n)] for _ in range(5)])
+        def stored(name: str, size: int, check) -> None:  # noqa: ANN001
+            """``check`` of lists of ``size`` new orders: CPU per order, this process's
+            and Redis's."""
+            calls = max(singles_n // size, 1)
+            passes = iter([[[next(gen) for _ in range(size)] for _ in range(calls)]
+                           for _ in range(5)])
             before = redis_cpu_seconds(redis)
-            steps[name] = per_order_us(lambda: [check_one(o) for o in next(passes)], singles_n)
+            steps[name] = per_order_us(lambda: [check(o) for o in next(passes)], calls * size)
             redis_single[name] = round(
-                (redis_cpu_seconds(redis) - before) / (5 * singles_n) * 1e6, 1)
+                (redis_cpu_seconds(redis) - before) / (5 * calls * size) * 1e6, 1)
 
         ids_ = count()
 
-        def then_store(raw: dict) -> None:
-            task_id = f"bench-cpu-{next(ids_)}"
-            backend.store_plain_success(task_id, svc.check(raw).result)
+        def task_id() -> str:
+            return f"bench-cpu-{next(ids_)}"
 
-        def in_commit(raw: dict) -> None:
-            svc.check(raw, backend.success_target(f"bench-cpu-{next(ids_)}"))
-
-        single("check_then_store", then_store)
-        single("check_storing_in_commit", in_commit)
+        stored("check_then_store", 1,
+               lambda o: backend.store_plain_success(task_id(), svc.check(o[0]).result))
+        stored("check_storing_in_commit", 1,
+               lambda o: svc.check(o[0], backend.success_target(task_id())))
+        stored("batch_of_20_then_store", 20,
+               lambda o: backend.store_plain_success(
+                   task_id(), [x.result for x in svc.check_batch(o)]))
+        stored("batch_of_20_storing_in_commit", 20,
+               lambda o: svc.check_batch(o, backend.success_target(task_id())))
         result = {"benchmark": "pretrade_cpu", "machine": machine(), "accounts": args.accounts,
                   "orders": n, "answered_in_one_pass": answered, "cpu_us_per_order": steps,
                   "redis_cpu_us_per_batched_order": redis_per_order,

@@ -5,8 +5,8 @@ PostgreSQL: the decision and its audit record are written to Redis atomically an
 audit stream is drained to PostgreSQL elsewhere. A decision is stored under its
 ``order_id`` for 25 hours, so a client that timed out may retry and get the same answer.
 
-A single check given its task's ``SuccessTarget`` on the same Redis server stores the
-task's result in its commit, so the worker needs no third round trip for it
+A check or a batch given its task's ``SuccessTarget`` on the same Redis server stores
+the task's result in its commit, so the worker needs no third round trip for it
 (``Outcome.replied`` says it did).
 """
 
@@ -44,7 +44,7 @@ _nonce = count()
 @dataclass(slots=True)
 class Outcome:
     """A finished check: the result dict, whether it replays an earlier decision, and
-    whether its commit also stored it as its task's result."""
+    whether its commit also stored its task's result (this result, or its batch's list)."""
 
     result: dict[str, Any]
     replayed: bool = False
@@ -93,9 +93,15 @@ class PretradeService:
 
     # -- MANY ORDERS, TWO ROUND TRIPS --
 
-    def check_batch(self, raws: Sequence[Any]) -> list[Outcome]:
-        """Decisions for many orders, in their order, with pipelined reads and writes."""
+    def check_batch(self, raws: Sequence[Any],
+                    success: SuccessTarget | None = None) -> list[Outcome]:
+        """Decisions for many orders, in their order, with pipelined reads and writes.
+        With ``success`` (its task's result, on this Redis server) the commit also
+        stores the list of results there, unless an approval raced a state change and
+        was decided again (every outcome's ``replied`` says whether it did)."""
         started = time.perf_counter_ns()
+        if success is not None and success.server != self.server:
+            success = None
         outcomes: list[Outcome | None] = [None] * len(raws)
         orders: list[tuple[int, Order]] = []
         for i, raw in enumerate(raws):
@@ -116,22 +122,40 @@ class PretradeService:
                     continue
                 commits.append(self._commit(order, outcome, reply))
                 pending.append((i, outcome[1]))
-            statuses = self._call_many(self.store.check_commit_many, commits) if commits else []
+            statuses = []
+            if commits and success is not None:
+                head, tail = success.around()
+                items = [b"" if o is None else orjson.dumps(o.result) for o in outcomes]
+                statuses = self._call_many(
+                    self.store.check_commit_many_replying, commits, [success.key],
+                    [head, tail, success.expires, success.db, *items])
+            elif commits:
+                statuses = self._call_many(self.store.check_commit_many, commits)
+            replied = bool(commits) and success is not None
             for (i, result), status in zip(pending, statuses):
                 final = self._after_commit(result, status)
-                # A raced approval is decided again on its own (rare).
-                outcomes[i] = final if final is not None else self.check(raws[i])
+                if final is None:  # a raced approval is decided again on its own (rare)
+                    final = self.check(raws[i])
+                    replied = False
+                outcomes[i] = final
+            if replied:
+                for outcome in outcomes:
+                    outcome.replied = True  # type: ignore[union-attr]
         return outcomes  # type: ignore[return-value]
 
     # -- STEPS --
 
-    def _call_many(self, script: Any, calls: list[tuple]) -> list:
-        """One invocation of a batch script for many (script, keys, args) calls."""
+    def _call_many(self, script: Any, calls: list[tuple], keys_after: Sequence = (),
+                   args_after: Sequence = ()) -> list:
+        """One invocation of a batch script for many (script, keys, args) calls, then
+        ``keys_after`` and ``args_after``."""
         keys_flat: list = []
         args_flat: list = []
         for _, k, a in calls:
             keys_flat.extend(k)
             args_flat.extend(a)
+        keys_flat.extend(keys_after)
+        args_flat.extend(args_after)
         return self.hot.call(script, keys_flat, args_flat)
 
     def _read(self, order: Order) -> tuple:

@@ -65,6 +65,10 @@ class SuccessTarget:
     def document(self, result_json: bytes) -> bytes:
         return self.backend.success_document(self.task_id, result_json)
 
+    def around(self) -> tuple[bytes, bytes]:
+        """What comes before and after the result's JSON in its document."""
+        return self.backend.success_document_around(self.task_id)
+
 
 class RiskRedisBackend(RedisBackend):
     @cached_property
@@ -94,8 +98,13 @@ class RiskRedisBackend(RedisBackend):
     def success_document(self, task_id: str, result_json: bytes) -> bytes:
         """The stored document of a plain success whose result encodes as
         ``result_json``: byte for byte what orjson makes of Celery's document."""
-        return (b'{"status":"SUCCESS","result":' + result_json
-                + b',"traceback":null,"children":[],"date_done":"'
+        head, tail = self.success_document_around(task_id)
+        return head + result_json + tail
+
+    def success_document_around(self, task_id: str) -> tuple[bytes, bytes]:
+        """``success_document`` without its result: the bytes before and after it."""
+        return (b'{"status":"SUCCESS","result":',
+                b',"traceback":null,"children":[],"date_done":"'
                 + self.app.now().isoformat().encode() + b'","task_id":'
                 + orjson.dumps(task_id) + b"}")
 

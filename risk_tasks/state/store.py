@@ -103,6 +103,47 @@ return status
 """
 
 
+def _many_replying(name: str, function: str, keys_per: int, args_per: int) -> str:
+    """The many-item script of ``_one_and_many`` that, when no call returns
+    ``{'RETRY'}``, also stores and publishes its task's result document, a list, as
+    Celery's Redis result backend does (in the backend's database). After the groups:
+    one key, the result's; arguments: the document's bytes before the list and after
+    it, its expiry (s) and database, then each item of the list as JSON, or as '' for
+    the next call's own (its ``ARGV[1]`` when it returns ``{'OK'}``, the stored value
+    when ``{'DUP', stored}``)."""
+    return _script(name) + f"""local n = (#KEYS - 1) / {keys_per}
+local out = {{}}
+for i = 0, n - 1 do
+  local k, a = {{}}, {{}}
+  for j = 1, {keys_per} do k[j] = KEYS[i * {keys_per} + j] end
+  for j = 1, {args_per} do a[j] = ARGV[i * {args_per} + j] end
+  out[i + 1] = {function}(k, a)
+end
+local base = n * {args_per}
+local items, c = {{}}, 0
+for p = base + 5, #ARGV do
+  local item = ARGV[p]
+  if item == '' then
+    c = c + 1
+    local status = out[c]
+    if status[1] == 'OK' then
+      item = ARGV[(c - 1) * {args_per} + 1]
+    elseif status[1] == 'DUP' then
+      item = status[2]
+    else
+      return out  -- decided again by the caller, who stores the result
+    end
+  end
+  items[#items + 1] = item
+end
+local doc = ARGV[base + 1] .. '[' .. table.concat(items, ',') .. ']' .. ARGV[base + 2]
+redis.call('SELECT', ARGV[base + 4])
+redis.call('SET', KEYS[#KEYS], doc, 'EX', ARGV[base + 3])
+redis.call('PUBLISH', KEYS[#KEYS], doc)
+return out
+"""
+
+
 def connect(url: str, socket_timeout: float = 5.0) -> redis.Redis:
     """A Redis client for the state store: bytes replies, retries on connection loss."""
     from redis.backoff import ExponentialBackoff
@@ -132,6 +173,8 @@ class StateStore:
         self.check_commit_many = client.register_script(commit_many)
         self.check_commit_replying = client.register_script(
             _replying("check_commit.lua", "check_commit", 4, 6))
+        self.check_commit_many_replying = client.register_script(
+            _many_replying("check_commit.lua", "check_commit", 4, 6))
         self._account_commit = client.register_script(_script("account_commit.lua"))
         self._ingest_prices = client.register_script(_script("ingest_prices.lua"))
         self._config: ConfigSnapshot | None = None

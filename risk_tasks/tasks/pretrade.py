@@ -44,19 +44,26 @@ def check_order(order: Any) -> dict:
     return _check(order)[0]
 
 
-@risk_task("risk.check_order_batch", ignore_result=False, acks_late=False,
-           resultrepr_maxsize=RESULT_REPR, Strategy=FAST, send_events=EVENTS)
-def check_order_batch(orders: Any) -> list:
-    """Decisions for many orders, in the same order (at most 1000 per batch)."""
+def _check_batch(orders: Any, *, success: SuccessTarget | None = None) -> tuple[list, bool]:
+    """The decisions, and whether the batch's commit also stored them as the task's
+    result (as ``_check``)."""
     service = runtime().pretrade
     if not isinstance(orders, list):
-        return [service.check(orders).result]
+        return [service.check(orders).result], False
     if len(orders) > MAX_BATCH:
         return [service.check({"batch": f"more than {MAX_BATCH} orders in one batch"}).result
-                for _ in orders]
-    outcomes: list[Outcome] = service.check_batch(orders)
+                for _ in orders], False
+    outcomes: list[Outcome] = service.check_batch(orders, success)
     observe_checks(outcomes)
-    return [o.result for o in outcomes]
+    return [o.result for o in outcomes], bool(outcomes) and outcomes[0].replied
+
+
+@risk_task("risk.check_order_batch", ignore_result=False, acks_late=False,
+           resultrepr_maxsize=RESULT_REPR, Strategy=FAST, send_events=EVENTS,
+           run_replying=_check_batch)
+def check_order_batch(orders: Any) -> list:
+    """Decisions for many orders, in the same order (at most 1000 per batch)."""
+    return _check_batch(orders)[0]
 
 
 @risk_task("risk.get_risk_metrics", ignore_result=False, acks_late=False,

@@ -29,6 +29,7 @@ Selected in ``celeryconfig.py`` as ``risk_tasks.result_backend.RiskRedisBackend+
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -45,10 +46,14 @@ NO_READ_BEFORE_WRITE = frozenset({
 })
 
 
-def redis_server(client: redis.Redis) -> tuple:
-    """Which Redis server, as which user, a client talks to (its database aside)."""
+def redis_server(client: redis.Redis) -> str:
+    """Which Redis server a client talks to, with which credentials (its database
+    aside), as a digest: two clients with the same one may run each other's writes (a
+    script of one may write the other's keys), and the credentials are not kept."""
     kwargs = client.connection_pool.connection_kwargs
-    return (kwargs.get("host"), kwargs.get("port"), kwargs.get("path"), kwargs.get("username"))
+    identity = repr(tuple(kwargs.get(k) for k in ("host", "port", "path", "username",
+                                                  "password")))
+    return hashlib.sha256(identity.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +64,7 @@ class SuccessTarget:
     key: bytes
     db: int
     expires: int  # seconds
-    server: tuple  # redis_server() of the backend's client
+    server: str  # redis_server() of the backend's client
     backend: "RiskRedisBackend"
 
     def document(self, result_json: bytes) -> bytes:
@@ -118,7 +123,7 @@ class RiskRedisBackend(RedisBackend):
                              int(self.expires), self._server, self)
 
     @cached_property
-    def _server(self) -> tuple:
+    def _server(self) -> str:
         return redis_server(self.client)
 
     @cached_property

@@ -14,10 +14,12 @@ orders) and, for whole batches, the Redis server's (``INFO cpu``):
   Redis's CPU per order beside the process's;
 - ``check_then_store`` and ``check_storing_in_commit``: single checks and their task's
   result, stored by a write of its own (``store_plain_success``) or by the commit
-  script (``SuccessTarget``), with Redis's CPU per order; ``batch_of_20_...``: the same
-  for batches of 20 (about what the coalescing client sends at a few thousand orders/s).
+  script (``SuccessTarget``), with Redis's CPU per order; ``batch_of_N_...``: the same
+  for batches of ``--stored-batch`` (20: about what the coalescing client sends at a
+  few thousand orders/s).
 
-    .venv/bin/python bench/pretrade_cpu.py [--accounts 10000] [--orders 2000] [--out FILE]
+    .venv/bin/python bench/pretrade_cpu.py [--accounts 10000] [--orders 2000]
+        [--stored-batch 20] [--out FILE]
 
 Prints JSON and a table; asserts nothing about the figures.
 """
@@ -50,6 +52,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--orders", type=int, default=2_000)
+    parser.add_argument("--stored-batch", type=int, default=20,
+                        help="batch size of the batch_of_N_... steps")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     started = start_services()
@@ -125,10 +129,11 @@ def main() -> None:
                lambda o: backend.store_plain_success(task_id(), svc.check(o[0]).result))
         stored("check_storing_in_commit", 1,
                lambda o: svc.check(o[0], backend.success_target(task_id())))
-        stored("batch_of_20_then_store", 20,
+        size = args.stored_batch
+        stored(f"batch_of_{size}_then_store", size,
                lambda o: backend.store_plain_success(
                    task_id(), [x.result for x in svc.check_batch(o)]))
-        stored("batch_of_20_storing_in_commit", 20,
+        stored(f"batch_of_{size}_storing_in_commit", size,
                lambda o: svc.check_batch(o, backend.success_target(task_id())))
         result = {"benchmark": "pretrade_cpu", "machine": machine(), "accounts": args.accounts,
                   "orders": n, "answered_in_one_pass": answered, "cpu_us_per_order": steps,

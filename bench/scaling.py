@@ -1,6 +1,6 @@
 """Scaling by adding worker processes: pretrade throughput and sweep time at 1, 2 and 4.
 
-    .venv/bin/python bench/scaling.py                       # about 8 minutes
+    .venv/bin/python bench/scaling.py                       # about 5 to 8 minutes
     .venv/bin/python bench/scaling.py --processes 1,2,4 --accounts 100000 --repeat 1
 
 What ``docker compose up --scale worker-pretrade=N`` and ``--scale worker-monitor=N`` do,

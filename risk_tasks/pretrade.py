@@ -81,7 +81,7 @@ class PretradeService:
                 return outcome
             commit = self._commit(order, outcome, reply)
             if success is not None:
-                script, commit_keys, args = commit
+                _, commit_keys, args = commit
                 commit = (self.store.check_commit_replying, (*commit_keys, success.key),
                           (*args, success.document(outcome[2]), success.expires, success.db))
             status = self.hot.call(*commit)

@@ -75,16 +75,21 @@ def _one_and_many(name: str, function: str, keys_per: int, args_per: int) -> tup
     script invocation for a whole batch)."""
     body = _script(name)
     one = body + f"return {function}(KEYS, ARGV)\n"
-    many = body + f"""local out = {{}}
-for i = 0, #KEYS / {keys_per} - 1 do
+    many = body + _each_group(function, keys_per, args_per, f"#KEYS / {keys_per}") + "return out\n"
+    return one, many
+
+
+def _each_group(function: str, keys_per: int, args_per: int, groups: str) -> str:
+    """Lua that calls ``function`` for each of the first ``groups`` consecutive groups of
+    keys and arguments, into the table ``out``."""
+    return f"""local out = {{}}
+for i = 0, {groups} - 1 do
   local k, a = {{}}, {{}}
   for j = 1, {keys_per} do k[j] = KEYS[i * {keys_per} + j] end
   for j = 1, {args_per} do a[j] = ARGV[i * {args_per} + j] end
   out[i + 1] = {function}(k, a)
 end
-return out
 """
-    return one, many
 
 
 def _replying(name: str, function: str, keys_per: int, args_per: int) -> str:
@@ -111,15 +116,8 @@ def _many_replying(name: str, function: str, keys_per: int, args_per: int) -> st
     it, its expiry (s) and database, then each item of the list as JSON, or as '' for
     the next call's own (its ``ARGV[1]`` when it returns ``{'OK'}``, the stored value
     when ``{'DUP', stored}``)."""
-    return _script(name) + f"""local n = (#KEYS - 1) / {keys_per}
-local out = {{}}
-for i = 0, n - 1 do
-  local k, a = {{}}, {{}}
-  for j = 1, {keys_per} do k[j] = KEYS[i * {keys_per} + j] end
-  for j = 1, {args_per} do a[j] = ARGV[i * {args_per} + j] end
-  out[i + 1] = {function}(k, a)
-end
-local base = n * {args_per}
+    return _script(name) + f"local n = (#KEYS - 1) / {keys_per}\n" + \
+        _each_group(function, keys_per, args_per, "n") + f"""local base = n * {args_per}
 local items, c = {{}}, 0
 for p = base + 5, #ARGV do
   local item = ARGV[p]

@@ -16,13 +16,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture()
-def market(world, session_worker):  # noqa: ANN001, ANN201
-    """BTC at 100 (10x), the default policies, A with 10 000."""
-    world.default_policies()
-    world.symbol("BTC", imr="0.10", mmr="0.05", collar="0.05")
-    world.prices({"BTC": 100})
-    world.account("A", 10_000)
-    return world
+def market(btc_market):  # noqa: ANN001, ANN201
+    return btc_market
 
 
 def stored(app, task_id: str) -> dict:  # noqa: ANN001

@@ -17,15 +17,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture()
-def market(world, session_worker):  # noqa: ANN001, ANN201
-    """BTC at 100 (10x), the default policies, A with 10 000 and B with 100."""
-    world.default_policies()
-    world.symbol("BTC", imr="0.10", mmr="0.05", collar="0.05")
-    world.prices({"BTC": 100})
-    world.account("A", 10_000)
-    world.account("B", 100)
-    world.rt.drainer.drain()  # the arrangement's own journal records, out of the way
-    return world
+def market(btc_market):  # noqa: ANN001, ANN201
+    """``btc_market`` and B with 100."""
+    btc_market.account("B", 100)
+    btc_market.rt.drainer.drain()  # the arrangement's own journal records, out of the way
+    return btc_market
 
 
 def canonical(request: object) -> bytes:

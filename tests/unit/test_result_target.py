@@ -20,7 +20,7 @@ def test_another_server_or_other_credentials_do_not():
     assert base != server("redis://127.0.0.1:6380/1")
     assert base != server("redis://10.0.0.2:6379/1")
     assert base != server("unix:///run/redis.sock?db=1")
-    assert server("redis://u:pw@127.0.0.1:6379/1") != server("redis://u:other@127.0.0.1:6379/1")
+    assert server("redis://u:pw@127.0.0.1:6379/1") != server("redis://u:secret@127.0.0.1:6379/1")
     assert server("redis://u:pw@127.0.0.1:6379/1") != server("redis://v:pw@127.0.0.1:6379/1")
 
 

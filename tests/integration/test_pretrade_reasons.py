@@ -7,6 +7,7 @@ DESIGN.md pins it, the message. The last tests pin the first-match order of the 
 
 from __future__ import annotations
 
+import struct
 import time
 from decimal import Decimal
 
@@ -14,6 +15,7 @@ import pytest
 
 from risk_tasks.engine.model import TradingState
 from risk_tasks.state import keys
+from risk_tasks.state.codec import day_id
 from tests.integration.helpers import D
 
 pytestmark = pytest.mark.integration
@@ -336,6 +338,30 @@ def test_soft_policy_violation_is_approved_with_the_warning_listed(market):
     assert len(result["violations"]) == 1
     assert result["violations"][0].startswith("Daily Drawdown Warning (soft)")
     assert result["post_trade_metrics"]["drawdown_daily"] == pytest.approx(1 / 6)
+
+
+def test_a_check_reads_the_peak_and_day_start_the_monitor_keeps_in_its_slots(market):
+    # given: equity 1 000, stored peak and day start 1 000; the monitor's slots of the
+    # account's shard say peak 1 400 and, for today, day start 1 200
+    market.account("MON", 1_000)
+    redis = market.rt.redis
+    shard, slot = (int(v) for v in redis.hmget(keys.account("MON"), "shard", "slot"))
+    redis.setrange(keys.shard_hwm(shard), slot * 8, struct.pack("<d", 1_400.0))
+    redis.setrange(keys.shard_day(shard), slot * 8, struct.pack("<d", 1_200.0))
+    redis.set(keys.shard_dayid(shard), day_id(time.time()))
+    # when
+    result = market.check(market.order(account_id="MON", quantity=1))
+    # then: drawdowns from the monitor's figures (28.6 % from the peak: the emergency stop)
+    assert_rejected(result, "policy_violation")
+    assert result["message"].startswith("Emergency Drawdown Stop")
+    assert result["post_trade_metrics"]["drawdown_max"] == pytest.approx(400 / 1_400)
+    assert result["post_trade_metrics"]["drawdown_daily"] == pytest.approx(200 / 1_200)
+    # and a day start the monitor set on another day is not today's
+    redis.set(keys.shard_dayid(shard), "19700101")
+    redis.setrange(keys.shard_hwm(shard), slot * 8, struct.pack("<d", 1_000.0))
+    later = market.check(market.order(account_id="MON", quantity=1))
+    assert_approved(later)
+    assert later["post_trade_metrics"]["drawdown_daily"] == 0.0
 
 
 # -- FIRST MATCH WINS --

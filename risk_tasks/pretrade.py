@@ -27,7 +27,7 @@ from risk_tasks.engine.validation import InvalidInput, validate_order
 from risk_tasks.result_backend import SuccessTarget, redis_server
 from risk_tasks.state import keys
 from risk_tasks.state.codec import (
-    day_id, decode_account, decode_mark, decode_positions, decode_slot, pairs,
+    check_fields, day_id, decode_account, decode_mark, decode_positions, decode_slot,
 )
 from risk_tasks.state.hotpath import HotConnection
 from risk_tasks.state.store import StateStore
@@ -201,7 +201,7 @@ class PretradeService:
             return CheckContext(now, state, None, {}, config.specs, config.policies, 0,
                                 self.limits), b""
         _, _, _, _, acct, pos, syms, px, recent, hwm, day, dayid = reply
-        fields = pairs(acct)
+        fields = check_fields(acct)
         account = decode_account(
             order.account_id, fields, decode_positions(pos), decode_slot(hwm),
             decode_slot(day), bool(dayid) and dayid.decode() == day_id(now))

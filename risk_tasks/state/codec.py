@@ -17,6 +17,17 @@ from risk_tasks.engine.model import (
 _DOUBLE = struct.Struct("<d")
 
 
+# The account fields a pre-trade check reads, in the order check_read.lua's HMGET
+# returns them (every account has a balance: without one it does not exist).
+CHECK_FIELDS = (b"balance", b"status", b"peak_equity", b"daily_start_equity",
+                b"max_leverage", b"shard", b"slot")
+
+
+def check_fields(values: list) -> dict[bytes, bytes]:
+    """check_read.lua's account values as a dict of the fields that are set."""
+    return {k: v for k, v in zip(CHECK_FIELDS, values) if v is not None}
+
+
 def pairs(flat: list) -> dict[bytes, bytes]:
     """A flat ``HGETALL`` reply as a dict."""
     it = iter(flat)

@@ -5,7 +5,8 @@
 --       4 shard key prefix ("risk:shard:")
 -- Returns {1, decision} for a repeated order id; {2, state, state_ver, cfgver} for an
 -- unknown account; otherwise {0, state, state_ver, cfgver, account, positions,
--- symbols, prices, orders_in_window, hwm, day_start, day_id}.
+-- symbols, prices, orders_in_window, hwm, day_start, day_id}, where account holds the
+-- values of the fields a check reads (codec.CHECK_FIELDS, in that order; nil if unset).
 -- Defines check_read(KEYS, ARGV); the store appends the call (one order) or a loop over
 -- consecutive groups of 7 keys and 4 arguments (a batch: one invocation).
 --
@@ -23,8 +24,9 @@ local function check_read(KEYS, ARGV)
     cfgver = redis.call('GET', KEYS[7]) or '0'
   end
   local st, cfg = platform, cfgver
-  local acct = redis.call('HGETALL', KEYS[3])
-  if #acct == 0 then return {2, st[1] or '', st[2] or '', cfg} end
+  local acct = redis.call('HMGET', KEYS[3], 'balance', 'status', 'peak_equity',
+                         'daily_start_equity', 'max_leverage', 'shard', 'slot')
+  if not acct[1] then return {2, st[1] or '', st[2] or '', cfg} end
   local pos = redis.call('HGETALL', KEYS[4])
   local syms = {ARGV[1]}
   for i = 1, #pos, 2 do
@@ -52,10 +54,7 @@ local function check_read(KEYS, ARGV)
   local n = redis.call('ZCARD', KEYS[6])
   redis.call('PEXPIRE', KEYS[6], window)
   -- Peak and day-start equity as the monitor last raised or reset them (8-byte slots).
-  local shard, slot = nil, nil
-  for i = 1, #acct, 2 do
-    if acct[i] == 'shard' then shard = acct[i + 1] elseif acct[i] == 'slot' then slot = acct[i + 1] end
-  end
+  local shard, slot = acct[6], acct[7]
   local hwm, day, dayid = '', '', ''
   if shard and slot then
     local base = ARGV[4] .. shard

@@ -19,7 +19,7 @@ orders) and, for whole batches, the Redis server's (``INFO cpu``):
   few thousand orders/s).
 
     .venv/bin/python bench/pretrade_cpu.py [--accounts 10000] [--orders 2000]
-        [--stored-batch 20] [--out FILE]
+        [--stored-batch 20] [--unix-socket] [--out FILE]
 
 Prints JSON and a table; asserts nothing about the figures.
 """
@@ -54,9 +54,11 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=2_000)
     parser.add_argument("--stored-batch", type=int, default=20,
                         help="batch size of the batch_of_N_... steps")
+    parser.add_argument("--unix-socket", action="store_true",
+                        help="reach Redis over its Unix socket, not TCP")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    started = start_services()
+    started = start_services(unix_socket=args.unix_socket)
     os.environ.setdefault("RISK_RATE_LIMIT_PER_SECOND", "1000000")  # measure the path
     os.environ.setdefault("RISK_PRICE_STALE_SECONDS", "600")
     try:
@@ -136,6 +138,7 @@ def main() -> None:
         stored(f"batch_of_{size}_storing_in_commit", size,
                lambda o: svc.check_batch(o, backend.success_target(task_id())))
         result = {"benchmark": "pretrade_cpu", "machine": machine(), "accounts": args.accounts,
+                  "redis_transport": "unix" if args.unix_socket else "tcp",
                   "orders": n, "answered_in_one_pass": answered, "cpu_us_per_order": steps,
                   "redis_cpu_us_per_batched_order": redis_per_order,
                   "redis_cpu_us_per_single_check": redis_single}

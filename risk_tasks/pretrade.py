@@ -72,8 +72,7 @@ class PretradeService:
             order = validate_order(raw)
         except InvalidInput as exc:
             return self._invalid(raw, exc, started)
-        if success is not None and success.server != self.server:
-            success = None
+        success = self._usable(success)
         for _ in range(COMMIT_ATTEMPTS):
             reply = self.hot.call(*self._read(order))
             outcome = self._replay_or_decide(order, raw, reply, started, self.store.clock.time())
@@ -100,8 +99,7 @@ class PretradeService:
         stores the list of results there, unless an approval raced a state change and
         was decided again (every outcome's ``replied`` says whether it did)."""
         started = time.perf_counter_ns()
-        if success is not None and success.server != self.server:
-            success = None
+        success = self._usable(success)
         outcomes: list[Outcome | None] = [None] * len(raws)
         orders: list[tuple[int, Order]] = []
         for i, raw in enumerate(raws):
@@ -144,6 +142,11 @@ class PretradeService:
         return outcomes  # type: ignore[return-value]
 
     # -- STEPS --
+
+    def _usable(self, success: SuccessTarget | None) -> SuccessTarget | None:
+        """``success`` if this service's scripts can write it (the same Redis server and
+        credentials as the result backend), else None: the worker stores the result."""
+        return success if success is not None and success.server == self.server else None
 
     def _call_many(self, script: Any, calls: list[tuple], keys_after: Sequence = (),
                    args_after: Sequence = ()) -> list:

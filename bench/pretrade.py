@@ -141,6 +141,7 @@ def client_main(mode: str, params: dict, out: mp.Queue, ready) -> None:  # noqa:
             latencies.extend(local)
 
     workers = [threading.Thread(target=caller, args=(i,)) for i in range(threads)]
+    cpu_before = time.process_time()
     begun = time.perf_counter()
     began_wall = time.time()
     for t in workers:
@@ -149,9 +150,10 @@ def client_main(mode: str, params: dict, out: mp.Queue, ready) -> None:  # noqa:
         t.join()
     elapsed = time.perf_counter() - begun
     ended_wall = time.time()
+    cpu = time.process_time() - cpu_before  # every thread of this process, the client's too
     client.close()
     out.put({"latencies": latencies, "failed": failed[0], "decided": decided[0],
-             "elapsed": elapsed, "began": began_wall, "ended": ended_wall})
+             "elapsed": elapsed, "began": began_wall, "ended": ended_wall, "cpu": cpu})
 
 
 def run_clients(mode: str, processes: int, params: dict) -> dict:
@@ -171,13 +173,15 @@ def run_clients(mode: str, processes: int, params: dict) -> dict:
     # decisions over the window from the first process's start to the last one's end
     elapsed = max(r["ended"] for r in results) - min(r["began"] for r in results)
     decided = sum(r["decided"] for r in results)
+    cpu = sum(r["cpu"] for r in results)
     return {"decided": decided, "failed_closed": sum(r["failed"] for r in results),
-            "per_second": round(decided / elapsed, 1), **latency_summary(latencies)}
+            "per_second": round(decided / elapsed, 1), **latency_summary(latencies),
+            "caller_cpu_us": round(cpu / max(decided, 1) * 1e6, 1)}
 
 
 def with_cpu(worker_pids: list[int], redis_client, run) -> dict:  # noqa: ANN001
     """``run()``'s figures plus the CPU the pretrade workers and Redis spent on it, per
-    decision (the clients' own CPU is not counted)."""
+    decision (the callers' own, ``caller_cpu_us``, each client process measures itself)."""
     workers_before = sum(group_cpu_seconds(pid) for pid in worker_pids)
     redis_before = redis_cpu_seconds(redis_client)
     step = run()
@@ -393,7 +397,7 @@ def main() -> None:
         ]
         emit("pre-trade round trip (ms; per_second = decisions/s)", result, rows,
              ["path", "per_second", "p50_ms", "p99_ms", "p999_ms", "failed_closed", "samples",
-              "worker_cpu_us", "redis_cpu_us"],
+              "worker_cpu_us", "redis_cpu_us", "caller_cpu_us"],
              args.out)
     finally:
         stop.set()

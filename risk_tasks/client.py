@@ -26,9 +26,12 @@ pretrade worker or two (README, *Benchmarks*). Raise it for a client process tha
 must keep more than two workers busy.
 
 Results come back over one pattern subscription per client (``risk_tasks.replies``),
-not Celery's subscribe-poll-unsubscribe per call, and messages are built once per task
-name's options (``risk_tasks.app.TaskSender``); the messages and the stored results are
-Celery's own, so any Celery client can call the same tasks.
+not Celery's subscribe-poll-unsubscribe per call. Messages are built from one made by
+Celery per task name and pushed onto the queue with one ``LPUSH`` on the client's own
+connection to the broker (``risk_tasks.app.DirectSender``), not through kombu's
+producer: 0.22 instead of 0.53 to 0.60 ms of the caller's CPU per check. The
+messages and the stored results are Celery's own, so any Celery client can call the
+same tasks.
 """
 
 from __future__ import annotations
@@ -43,13 +46,15 @@ from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Sequence
 
+import redis
 from celery import Celery, states
 from celery.exceptions import TimeoutError as CeleryTimeout
 
-from risk_tasks.app import TaskSender
+from risk_tasks.app import DirectSender, TaskSender
 from risk_tasks.replies import Replies
 
 TIMEOUT_REASON = "risk_timeout"
+DIRECT_RETRY_PAUSE = 0.05  # seconds between attempts to publish while the broker is away
 UNAVAILABLE_REASON = "risk_unavailable"
 
 
@@ -94,7 +99,9 @@ class RiskClient:
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._closed = False
         self._replies: Replies | None = None
-        self._replies_lock = threading.Lock()
+        self._setup_lock = threading.Lock()
+        self._senders: dict[str, DirectSender | None] = {}
+        self._broker: Any = None  # the direct sends' Redis client; False: kombu's producer
         if coalesce:
             self._deadlines = Deadlines()
             self._dispatcher = threading.Thread(target=self._dispatch, name="risk-client-batch",
@@ -149,6 +156,8 @@ class RiskClient:
             self._dispatcher.join(timeout=2)
         if self._replies is not None:
             self._replies.close()
+        if self._broker:
+            self._broker.close()
         if self.coalesce:
             self._deadlines.close()
 
@@ -192,21 +201,56 @@ class RiskClient:
             replies.forget(task_id)
             raise Unavailable("risk engine unavailable: no result subscription")
         try:
-            with self.app.producer_or_acquire() as producer:
-                TaskSender.of(self.app, task).send(
-                    producer, args, "", task_id=task_id, expires=left,
-                    retry_policy=_publish_retries(left), kwargsrepr="")
+            sender = self._direct_sender(task)
+            if sender is not None:
+                self._send_direct(sender, args, task_id, started + timeout)
+            else:
+                with self.app.producer_or_acquire() as producer:
+                    TaskSender.of(self.app, task).send(
+                        producer, args, "", task_id=task_id, expires=left,
+                        retry_policy=_publish_retries(left), kwargsrepr="")
         except Exception as exc:  # noqa: BLE001 - any broker failure
             replies.forget(task_id)
             raise Unavailable(f"risk engine unavailable: {exc.__class__.__name__}") from exc
         return replies, task_id, future
+
+    def _direct_sender(self, task: str) -> DirectSender | None:
+        """``task``'s direct sender, or None where only kombu's producer will do."""
+        if self._broker is False or not DirectSender.usable(self.app):
+            return None
+        try:
+            return self._senders[task]
+        except KeyError:
+            with self._setup_lock:
+                if self._broker is None:
+                    # its socket timeout no longer than a call waits: a broker that
+                    # hangs fails the call (once retried) instead of holding it
+                    self._broker = DirectSender.broker_client(self.app, self.timeout) or False
+                if self._broker is False:
+                    return None
+                queue = DirectSender.queue_of(self.app, task)
+                sender = None if queue is None else DirectSender(self.app, task, queue)
+                return self._senders.setdefault(task, sender)
+
+    def _send_direct(self, sender: DirectSender, args: list, task_id: str,
+                     deadline: float) -> None:
+        """Push one call, retrying while the broker cannot be reached, until
+        ``deadline`` (``time.perf_counter()``); the message expires then too."""
+        while True:
+            try:
+                sender.send(self._broker, args, task_id, deadline - time.perf_counter())
+                return
+            except (redis.ConnectionError, redis.TimeoutError):
+                if time.perf_counter() + DIRECT_RETRY_PAUSE >= deadline:
+                    raise
+                time.sleep(DIRECT_RETRY_PAUSE)
 
     def _replies_ready(self, timeout: float) -> Replies:
         """This client's result subscription, started on first use and waited for (up to
         ``timeout``) so that no result can be published before it listens; a call made
         while it is not in place still gets its result, read when it is (see Replies)."""
         if self._replies is None:
-            with self._replies_lock:
+            with self._setup_lock:
                 if self._replies is None:
                     self._replies = Replies(self.app)
         self._replies.wait_ready(timeout)

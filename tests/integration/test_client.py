@@ -120,6 +120,72 @@ def test_without_a_worker_every_call_fails_closed_within_its_timeout(market, pri
             client.get_risk_metrics("A")
 
 
+def test_with_the_broker_unreachable_every_call_fails_closed_within_its_timeout(market):
+    """The result backend answers but nothing listens where the broker should be: each
+    call is a ``risk_unavailable`` rejection of the client's own, in about its timeout
+    (the publish is retried until then, not for kombu's or redis-py's own back-off)."""
+    from celery import Celery
+
+    # given: a broker address with nothing behind it (port 1: a free port from the
+    # ephemeral range could be the connection's own source port, and connect to itself)
+    app = Celery("risk-dead-broker", set_as_current=False)
+    app.config_from_object("celeryconfig")
+    app.conf.update(broker_url="redis://127.0.0.1:1/0")
+    timeout = 0.5
+    order, orders = market.order(), [market.order(), market.order()]
+    # when
+    with RiskClient(app=app, timeout=timeout) as client:
+        single, single_took = timed(client.check_order, order)
+        batch, batch_took = timed(client.check_orders, orders)
+    with RiskClient(app=app, timeout=timeout, coalesce=True) as coalescing:
+        coalesced, coalesced_took = timed(coalescing.check_order, orders[0])
+    # then
+    for result, sent in [(single, order), *zip(batch, orders), (coalesced, orders[0])]:
+        assert result["approved"] is False
+        assert result["rejection_reason"] == "risk_unavailable", result
+        assert result["client_side"] is True
+        assert result["order_id"] == sent["order_id"]
+        assert "risk engine unavailable" in result["message"]
+    for took in (single_took, batch_took, coalesced_took):
+        assert took < timeout + HANG_MARGIN
+
+
+def test_with_the_broker_hung_a_call_fails_closed_within_its_timeout(market):
+    """A broker that accepts connections but never answers (a frozen Redis): the push
+    times out with the caller's patience, not with the transport's 10 s socket
+    timeout."""
+    import os
+    import signal
+
+    from celery import Celery
+
+    from tests.support.services import RedisServer
+
+    # given: the broker's Redis stopped (SIGSTOP) while the result backend answers
+    broker = RedisServer().start()
+    app = Celery("risk-hung-broker", set_as_current=False)
+    app.config_from_object("celeryconfig")
+    app.conf.update(broker_url=broker.url(0))
+    timeout = 0.5
+    order = market.order()
+    try:
+        with RiskClient(app=app, timeout=timeout) as client:
+            client.check_order(market.order())  # connected while the broker answered
+            os.kill(broker.process.pid, signal.SIGSTOP)
+            try:
+                # when
+                result, took = timed(client.check_order, order)
+            finally:
+                os.kill(broker.process.pid, signal.SIGCONT)
+    finally:
+        broker.stop()
+    # then
+    assert result["approved"] is False and result["client_side"] is True
+    assert result["rejection_reason"] in ("risk_unavailable", "risk_timeout"), result
+    assert result["order_id"] == order["order_id"]
+    assert took < timeout + HANG_MARGIN
+
+
 def test_a_check_its_client_gave_up_on_is_never_decided_later(market, private_broker):
     # given: a check that timed out while no worker was there
     order = market.order()

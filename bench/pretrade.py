@@ -69,6 +69,7 @@ def client_main(mode: str, params: dict, out: mp.Queue, ready) -> None:  # noqa:
     coalesce = mode == "coalesce"
     client = RiskClient(app, timeout=params.get("timeout", 2.0), coalesce=coalesce,
                         window=params.get("window", 0.0005), max_batch=params.get("max_batch", 200),
+                        direct=params.get("direct", True),
                         **({"max_in_flight": params["max_in_flight"]}
                            if params.get("max_in_flight") else {}))
     gen = _orders(params["ids"], params["marks"], params["seed"])

@@ -89,6 +89,27 @@ def test_a_client_sends_directly_when_it_can(app, pushed) -> None:  # noqa: ANN0
         assert isinstance(client._senders["risk.check_order"], DirectSender)
 
 
+def test_a_client_told_not_to_sends_through_kombu(app, pushed, monkeypatch) -> None:  # noqa: ANN001
+    # given: kombu's producer, watched
+    from kombu.messaging import Producer
+
+    published = []
+    publish = Producer.publish
+
+    def watched(self, body, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        published.append(kwargs.get("routing_key"))
+        return publish(self, body, *args, **kwargs)
+
+    monkeypatch.setattr(Producer, "publish", watched)
+    with RiskClient(app, timeout=0.3, direct=False) as client:
+        # when
+        client.check_order({"order_id": "o-1"})
+    # then
+    assert published == ["pretrade"]
+    assert [key for key, _ in pushed] == ["pretrade"]
+    assert client._senders == {}
+
+
 def test_a_publish_signal_receiver_gets_the_message_through_kombu(app, pushed) -> None:  # noqa: ANN001
     # given: something listening to Celery's publish signal
     seen = []

@@ -7,7 +7,8 @@ One pretrade worker (the role's command line) and one Redis serve both kinds of 
 for the whole run, so the worker's side is the same for both; each round runs every
 step with each kind of client, in alternating order. Per step: decisions/s, latency
 percentiles, and the CPU per decision of the callers (their processes), the worker and
-Redis. About 30 s per round with the default 5 s steps.
+Redis. About 30 s per round with the default 5 s steps. Before the worker starts, the
+caller's CPU per publish alone is measured each way (``publish_only_cpu_us``).
 """
 
 from __future__ import annotations
@@ -32,11 +33,35 @@ STEPS = {  # name: (client processes, parameters)
 }
 
 
+def publish_cpu(app, n: int, rounds: int = 3) -> dict[str, list[float]]:  # noqa: ANN001
+    """This thread's CPU per ``check_order`` published (and not waited for), each way,
+    ``rounds`` times alternating; before any worker runs, and the queue emptied after."""
+    from risk_tasks.client import RiskClient
+
+    order = {"order_id": "o-1", "account_id": "A", "symbol": "S000", "side": "buy",
+             "quantity": "1", "order_type": "market"}
+    figures: dict[str, list[float]] = {"kombu": [], "direct": []}
+    for round_ in range(rounds):
+        for direct in ((False, True) if round_ % 2 == 0 else (True, False)):
+            with RiskClient(app, timeout=5.0, direct=direct) as client:
+                for _ in range(200):  # warm up
+                    client._publish("risk.check_order", [order], 5.0, time.perf_counter())
+                began = time.thread_time()
+                for _ in range(n):
+                    client._publish("risk.check_order", [order], 5.0, time.perf_counter())
+                cpu = time.thread_time() - began
+            figures["direct" if direct else "kombu"].append(round(cpu / n * 1e6, 1))
+    app.connection_for_write().default_channel.client.delete("pretrade")
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per step")
     parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument("--publishes", type=int, default=3000,
+                        help="calls per round of the publish-only measurement")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
     started = start_services()
@@ -51,6 +76,7 @@ def main() -> None:
 
         ids, marks = populate(args.accounts, 50)
         threading.Thread(target=refresh_prices, args=(stop,), daemon=True).start()
+        publish_only = publish_cpu(app, args.publishes)
         worker = subprocess.Popen(worker_command("pretrade", name="bench-pretrade"),
                                   env=dict(os.environ, **ROLES["pretrade"].env),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -72,7 +98,8 @@ def main() -> None:
                     runs.append({"round": round_ + 1, "step": step,
                                  "publish": "direct" if direct else "kombu", **figures})
         result = {"benchmark": "client_publish", "machine": machine(),
-                  "accounts": args.accounts, "rounds": args.rounds, "runs": runs}
+                  "accounts": args.accounts, "rounds": args.rounds,
+                  "publish_only_cpu_us": publish_only, "runs": runs}
         rows = [{"path": f"{r['step']}, {r['publish']}, round {r['round']}", **r}
                 for r in sorted(runs, key=lambda r: (list(STEPS).index(r["step"]),
                                                      r["publish"], r["round"]))]

@@ -142,15 +142,16 @@ class DirectSender:
     task's queue with one ``LPUSH`` instead of going through kombu's producer.
 
     For a calling service, kombu's publish (the producer pool, ``Producer.publish`` and
-    its retry wrapper, the channel's preparation of the message) cost 0.53 to 0.60 ms of
-    CPU per ``risk.check_order`` on these machines: more than half of what the caller
+    its retry wrapper, the channel's preparation of the message) cost 0.49 to 0.50 ms of
+    CPU per ``risk.check_order`` on these machines: half or more of what the caller
     spent on a check, and all of it on the caller's critical path. This builds the
     task's message once with Celery's own ``create_task_message`` (the task's options
     and time limits) and fills in per call only what differs from one message to the
     next: the task id, the arguments, the expiry, the sending thread's reply address,
     and kombu's delivery tag and expiration. It pushes the message onto the queue's list
     as kombu's Redis transport does for a direct queue (``Channel._put``), with a Redis
-    client of its own on the broker (``broker_client``): 0.15 ms for both.
+    client of its own on the broker (``broker_client``): 0.22 to 0.24 ms for the whole
+    publish (``bench/client_publish.py``).
 
     It covers what ``RiskClient`` sends, and ``queue_of`` and ``usable`` say when it
     does: a task routed to a queue of a direct exchange (kombu's delivery through the

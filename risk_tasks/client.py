@@ -29,7 +29,7 @@ Results come back over one pattern subscription per client (``risk_tasks.replies
 not Celery's subscribe-poll-unsubscribe per call. Messages are built from one made by
 Celery per task name and pushed onto the queue with one ``LPUSH`` on the client's own
 connection to the broker (``risk_tasks.app.DirectSender``), not through kombu's
-producer: 0.22 instead of 0.53 to 0.60 ms of the caller's CPU per check
+producer: 0.22 to 0.24 instead of 0.49 to 0.50 ms of the caller's CPU per check
 (``direct=False`` sends every call through kombu's producer). The
 messages and the stored results are Celery's own, so any Celery client can call the
 same tasks.

@@ -27,6 +27,11 @@ the queue at once. A message the script cannot read (not kombu's JSON) is taken,
 unrecorded, and recorded by ``append`` as usual; one that is not JSON at all is dropped
 with an error logged, as kombu's own fetch drops it with an exception.
 
+**Envelopes read through orjson.** The transport reads each message's JSON envelope
+with ``kombu.utils.json.loads`` (the standard library); ``risk_tasks.serialization.loads``
+gives the same values (it hands anything orjson might read differently to kombu's
+decoder) in 9 instead of 23 us for a check's 1 kB message.
+
 **A batch's acknowledgements in one round trip** (``ack_all``): ack emulation removes
 each message from the unacknowledged index and hash; a batch does it for all of its
 messages in one pipeline, then does kombu's bookkeeping of each.
@@ -44,7 +49,7 @@ import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import loads
+from risk_tasks.serialization import loads  # kombu.utils.json.loads, through orjson
 
 log = logging.getLogger(__name__)
 

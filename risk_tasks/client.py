@@ -9,7 +9,8 @@
 
 It fails closed: when no decision arrives within the timeout the answer is a rejection
 with ``rejection_reason="risk_timeout"`` (``"risk_unavailable"`` when the broker cannot
-be reached), which a caller can tell apart from the engine's own reasons. The message
+be reached or does not answer), which a caller can tell apart from the engine's own
+reasons. The message
 carries the same timeout as its expiry, so a worker never decides a check that its
 caller has already given up on. Retrying with the same ``order_id`` is safe: the engine
 answers a repeated order id with its first decision.

@@ -51,7 +51,8 @@ def publish_cpu(app, n: int, rounds: int = 3) -> dict[str, list[float]]:  # noqa
                     client._publish("risk.check_order", [order], 5.0, time.perf_counter())
                 cpu = time.thread_time() - began
             figures["direct" if direct else "kombu"].append(round(cpu / n * 1e6, 1))
-    app.connection_for_write().default_channel.client.delete("pretrade")
+    with app.connection_for_write() as connection:
+        connection.default_channel.client.delete("pretrade")
     return figures
 
 

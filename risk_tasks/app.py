@@ -128,13 +128,21 @@ class TaskSender:
                 options["expiration"] = expires
             if retry_policy is not None:
                 options.update(retry=True, retry_policy=retry_policy)
-        message = app_.amqp.create_task_message(
-            task_id, self.name, args, None, expires=expires, reply_to=app_.thread_oid,
+        message = self.message(task_id, args, argsrepr, expires=expires, root_id=root_id,
+                               parent_id=parent_id, kwargsrepr=kwargsrepr)
+        app_.amqp.send_task_message(producer, self.name, message, **options)
+        return task_id
+
+    def message(self, task_id: str, args: list, argsrepr: str, expires: float | None = None,
+                root_id: str | None = None, parent_id: str | None = None,
+                kwargsrepr: str = "{}") -> tuple:
+        """Celery's message of one call with this task's options (``create_task_message``:
+        headers, properties, body and sent event)."""
+        return self.app.amqp.create_task_message(
+            task_id, self.name, args, None, expires=expires, reply_to=self.app.thread_oid,
             time_limit=self.time_limit, soft_time_limit=self.soft_time_limit,
             root_id=root_id, parent_id=parent_id, ignore_result=self.ignore_result,
             argsrepr=argsrepr, kwargsrepr=kwargsrepr)
-        app_.amqp.send_task_message(producer, self.name, message, **options)
-        return task_id
 
 
 class DirectSender:
@@ -163,13 +171,9 @@ class DirectSender:
 
     def __init__(self, celery_app: Celery, name: str, queue: str) -> None:
         sender = TaskSender.of(celery_app, name)
-        template = celery_app.amqp.create_task_message(
-            "", name, [], None, reply_to=celery_app.thread_oid,
-            time_limit=sender.time_limit, soft_time_limit=sender.soft_time_limit,
-            ignore_result=sender.ignore_result, argsrepr="", kwargsrepr="")
+        template = sender.message("", [], "", kwargsrepr="")
         route = sender.options["queue"]
         self.app = celery_app
-        self.name = name
         self.queue = queue
         self.headers = dict(template.headers)
         self.kwargs, self.embed = template.body[1], template.body[2]
@@ -244,6 +248,7 @@ class DirectSender:
                 or not url.startswith(("redis://", "redis+socket://"))
                 or options.get("global_keyprefix") or options.get("master_name")):
             return None
+
         def bounded(timeout: float | None) -> float | None:
             given = [t for t in (timeout, socket_timeout) if t]
             return min(given) if given else None

@@ -10,10 +10,9 @@
 It fails closed: when no decision arrives within the timeout the answer is a rejection
 with ``rejection_reason="risk_timeout"`` (``"risk_unavailable"`` when the broker cannot
 be reached or does not answer), which a caller can tell apart from the engine's own
-reasons. The message
-carries the same timeout as its expiry, so a worker never decides a check that its
-caller has already given up on. Retrying with the same ``order_id`` is safe: the engine
-answers a repeated order id with its first decision.
+reasons. The message carries the same timeout as its expiry, so a worker never decides
+a check that its caller has already given up on. Retrying with the same ``order_id`` is
+safe: the engine answers a repeated order id with its first decision.
 
 ``RiskClient(coalesce=True)`` sends the concurrent ``check_order`` calls of one process
 as batches (``risk.check_order_batch``): one message per batch instead of one per order,
@@ -31,9 +30,8 @@ not Celery's subscribe-poll-unsubscribe per call. Messages are built from one ma
 Celery per task name and pushed onto the queue with one ``LPUSH`` on the client's own
 connection to the broker (``risk_tasks.app.DirectSender``), not through kombu's
 producer: 0.22 to 0.24 instead of 0.49 to 0.50 ms of the caller's CPU per check
-(``direct=False`` sends every call through kombu's producer). The
-messages and the stored results are Celery's own, so any Celery client can call the
-same tasks.
+(``direct=False`` sends every call through kombu's producer). The messages and the
+stored results are Celery's own, so any Celery client can call the same tasks.
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
+
 from risk_tasks.serialization import loads  # kombu.utils.json.loads, through orjson
 
 log = logging.getLogger(__name__)
